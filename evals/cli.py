@@ -1,0 +1,273 @@
+"""`repro`: list, show, reproduce, evaluate and status of the papers' reproductions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from evals.checkpoint import CheckpointError, sha256_file
+from evals.config import import_paper_module, parse_overrides, resolve
+from evals.record import RESULTS, RecordError, load_record, load_records, record_files
+from evals.spec import ROOT, TIER_NAMES, SpecError, all_specs, get_tier, load_spec, paper_ids, unknown_paper
+from evals.status import paper_status, tier_status
+
+
+def _table(rows: list[dict], empty: str = "(none)") -> str:
+    if not rows:
+        return empty
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def _spec(paper: str):
+    ids = paper_ids()
+    if paper not in ids:
+        raise unknown_paper(paper, ids)
+    return load_spec(paper)
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SpecError(f"--seeds {text!r}: expected comma-separated integers, e.g. 1,2,3") from None
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"--seeds {text!r}: seeds must be distinct")
+    return seeds
+
+
+# -- list / show / status -----------------------------------------------------------------------
+def cmd_list(args) -> None:
+    rows = []
+    for spec in all_specs():
+        records = load_records(spec.id)
+        row = {"paper": spec.id, "area": spec.area, "year": spec.year}
+        for ts in paper_status(spec, records):
+            row[ts.tier] = ts.status
+        rows.append(row)
+    print(_table(rows))
+
+
+def cmd_show(args) -> None:
+    spec = _spec(args.paper)
+    print(f"{spec.title} ({', '.join(spec.authors[:3])}{' et al.' if len(spec.authors) > 3 else ''}, {spec.year})")
+    print(f"id: {spec.id}   area: {spec.area}   arXiv: {spec.arxiv or '-'}   builds on: {', '.join(spec.builds_on) or '-'}")
+    if spec.summary:
+        print(spec.summary.strip())
+    print("\nPublished numbers:")
+    print(_table([{"metric": p.metric, "value": f"{p.value:g}{' ' + p.unit if p.unit else ''}{' (approx.)' if p.approximate else ''}",
+                   "where": p.where, "setting": ", ".join(f"{k}={v}" for k, v in p.setting.items())}
+                  for p in spec.published], "(none recorded yet)"))
+    if spec.references:
+        print("\nReference reproductions (not the paper's numbers):")
+        print(_table([{"name": r.name, "metric": r.metric, "value": f"{r.value:g}",
+                       "setting": ", ".join(f"{k}={v}" for k, v in r.setting.items())} for r in spec.references]))
+    for name, tier in spec.tiers.items():
+        print(f"\nTier {name}: seeds {tier.seeds}, evaluators {', '.join(e.kind for e in tier.evaluators) or '-'}")
+        print(f"  config: {json.dumps(tier.config)}")
+        for arm, a in tier.arms.items():
+            extra = f" module={a.module}" if a.module else ""
+            print(f"  arm {arm}:{extra} {json.dumps(a.config) if a.config else ''} {a.description or ''}".rstrip())
+        for t in tier.targets:
+            print(f"  target: {t.expr}  [{t.test}]")
+        for d in tier.deviations:
+            print(f"  deviation: {d}")
+    if not spec.tiers:
+        print("\nNo tiers yet: not implemented.")
+
+
+def cmd_status(args) -> None:
+    specs = [_spec(args.paper)] if args.paper else all_specs()
+    out = []
+    for spec in specs:
+        out.extend(paper_status(spec, load_records(spec.id)))
+    if args.json:
+        print(json.dumps([ts.as_json() for ts in out], indent=1))
+        return
+    rows = [{"paper": ts.paper, "tier": ts.tier, "status": ts.status, "seeds": ",".join(map(str, ts.seeds)) or "-",
+             "targets": f"{ts.targets_met}/{len(ts.targets)}", "stale": len(ts.stale), "newest run": ts.newest or "-"}
+            for ts in out if args.paper or ts.status != "not-implemented" or ts.tier == "mini"]
+    print(_table(rows))
+    if args.paper:
+        for ts in out:
+            for t in ts.targets:
+                print(f"{ts.tier}: {'MET    ' if t.met else 'NOT MET'} {t.expr} [{t.test}]: {t.detail}")
+
+
+# -- reproduce ----------------------------------------------------------------------------------
+def _summary(paper: str, tier: str, paths: list[Path]) -> str:
+    from evals.status import evaluate_tier
+
+    spec = load_spec(paper)
+    t = get_tier(spec, tier)
+    records = [load_record(p) for p in paths]
+    targets, arms = evaluate_tier(t, records)
+    rows = []
+    for arm in t.arms:
+        recs = [r for r in records if r.arm == arm]
+        if not recs:
+            continue
+        row = {"arm": arm, "seeds": ",".join(str(r.seed) for r in recs if r.status == "ok") or "-"}
+        for metric, s in arms.get(arm, {}).items():
+            if metric == "episode_length":
+                continue
+            row[metric] = f"{s.mean:.4g} [{s.ci_low:.4g}, {s.ci_high:.4g}]"
+        row["wall s/seed"] = f"{sum(r.provenance.wall_time_s for r in recs) / len(recs):.0f}"
+        bad = [f"seed {r.seed}: {r.status}" for r in recs if r.status != "ok"]
+        if bad:
+            row["problems"] = "; ".join(bad)
+        rows.append(row)
+    lines = ["", f"{paper} / {tier}: mean and 95% bootstrap CI over seeds", _table(rows)]
+    for tr in targets:
+        lines.append(f"{'MET    ' if tr.met else 'NOT MET'} {tr.expr} [{tr.test}]: {tr.detail}")
+    lines.append("records: " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in paths))
+    return "\n".join(lines)
+
+
+def _dry_run(paper: str, tier: str, seeds, arms, overrides) -> None:
+    import torch
+
+    spec = _spec(paper)
+    t = get_tier(spec, tier)
+    seed = (seeds or t.seeds)[0]
+    for arm in arms or list(t.arms):
+        resolved = resolve(spec, tier, arm, seed, overrides)
+        module = import_paper_module(resolved.module)
+        print(f"[{arm}] config: {json.dumps(resolved.config_dict)}")
+        missing = getattr(module, "required_data", lambda c: [])(resolved.config)
+        if missing:
+            raise SpecError(f"{paper}/{tier} arm {arm}: missing data: " + "; ".join(missing))
+        torch.manual_seed(seed)
+        agent = module.build(resolved.config)
+        print(f"[{arm}] built {type(agent).__name__}: {agent.num_parameters():,} parameters")
+        step = getattr(module, "dry_run_step", None)
+        if step is None:
+            print(f"[{arm}] (the module has no dry_run_step; built only)")
+            continue
+        t0 = time.perf_counter()
+        out = step(agent, resolved.config)
+        print(f"[{arm}] one optimisation step on a tiny CPU batch in {time.perf_counter() - t0:.2f}s: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in out.items()))
+    print(f"dry run of {paper}/{tier}: ok")
+
+
+def cmd_reproduce(args) -> None:
+    from evals.runner import RunOptions, job_list, launch
+
+    overrides = parse_overrides(args.set or [])
+    seeds = _seeds(args.seeds)
+    arms = [a for a in (args.arms or "").split(",") if a] or None
+    _spec(args.paper)
+    if args.dry_run:
+        _dry_run(args.paper, args.tier, seeds, arms, overrides)
+        return
+    tier = get_tier(load_spec(args.paper), args.tier)
+    if tier.dry_run_only:
+        raise SpecError(f"{args.paper}/{args.tier} cannot run on this kind of machine; use --dry-run")
+    jobs = job_list(args.paper, args.tier, seeds, arms, overrides)
+    opts = RunOptions(device=args.device, deterministic=args.deterministic, threads=args.threads,
+                      checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress)
+    print(f"{args.paper}/{args.tier}: {len(jobs)} run(s) ({', '.join(f'{j.arm}:{j.seed}' for j in jobs)}), "
+          f"launcher {args.launcher}, jobs {args.jobs}", file=sys.stderr)
+    paths = launch(jobs, overrides, opts, n_jobs=args.jobs, launcher=args.launcher)
+    print(_summary(args.paper, args.tier, paths))
+
+
+# -- evaluate -----------------------------------------------------------------------------------
+def _locate_run(target: Path) -> tuple[dict, Path]:
+    """(run.json contents, checkpoint) for a run dir, a record, or a checkpoint inside a run dir."""
+    if target.suffix == ".json" and target.is_file() and target.name != "run.json":
+        record = load_record(target)
+        if not record.provenance.checkpoint_path:
+            raise RecordError(f"{target}: field 'provenance.checkpoint_path': the run saved no checkpoint")
+        ckpt = ROOT / record.provenance.checkpoint_path
+        if not ckpt.is_file():
+            raise CheckpointError(f"{target}: checkpoint {ckpt} is not on this machine (heavy artifacts stay in runs/)")
+        if sha256_file(ckpt) != record.provenance.checkpoint_sha256:
+            raise CheckpointError(f"{ckpt}: sha256 differs from the record's provenance.checkpoint_sha256")
+        return {"paper": record.paper, "tier": record.tier, "arm": record.arm, "seed": record.seed,
+                "config": record.config}, ckpt
+    run_dir = target if target.is_dir() else target.parent
+    for d in (run_dir, run_dir.parent):
+        if (d / "run.json").is_file():
+            ckpt = target if target.is_file() else d / "final.safetensors"
+            if not ckpt.is_file():
+                raise CheckpointError(f"{d}: no final.safetensors (did the run finish?)")
+            return json.loads((d / "run.json").read_text()), ckpt
+    raise CheckpointError(f"{target}: not a run directory, a record, or a checkpoint inside a run directory")
+
+
+def cmd_evaluate(args) -> None:
+    from evals.runner import evaluate_agent, evaluators_for
+
+    info, ckpt = _locate_run(Path(args.run))
+    spec = load_spec(info["paper"])
+    resolved = resolve(spec, info["tier"], info["arm"], info["seed"], info["config"])
+    module = import_paper_module(resolved.module)
+    agent = module.build(resolved.config).load(ckpt)
+    results = evaluate_agent(agent, resolved.config, evaluators_for(info["paper"], info["tier"]))
+    if args.json:
+        print(json.dumps([r.model_dump() for r in results], indent=1))
+        return
+    print(f"{info['paper']}/{info['tier']} {info['arm']} seed {info['seed']}: {ckpt}")
+    for r in results:
+        print(f"  {r.evaluator} v{r.version}: " + ", ".join(f"{k}={v:.4g}" for k, v in r.metrics.items()))
+        print(f"    protocol: {json.dumps(r.protocol)}")
+
+
+# -- entry point --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repro", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="every paper with its area and status per tier").set_defaults(fn=cmd_list)
+    s = sub.add_parser("show", help="a paper's spec: published numbers, tiers, targets")
+    s.add_argument("paper")
+    s.set_defaults(fn=cmd_show)
+    s = sub.add_parser("status", help="status per paper and tier, derived from results/")
+    s.add_argument("paper", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+    s = sub.add_parser("reproduce", help="run a tier: train, evaluate, check targets, write records")
+    s.add_argument("paper")
+    s.add_argument("--tier", default="mini", choices=TIER_NAMES)
+    s.add_argument("--seeds", help="comma-separated, default: the spec's")
+    s.add_argument("--arms", help="comma-separated, default: all of the tier's arms")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    s.add_argument("--jobs", type=int, default=1, help="runs in parallel (local processes)")
+    s.add_argument("--launcher", default="local", choices=("local", "slurm", "submitit-local"))
+    s.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS")
+    s.add_argument("--resume", action="store_true", help="finish an interrupted run from its newest checkpoint")
+    s.add_argument("--dry-run", action="store_true", help="resolve, check data, build, take one step; no run")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_reproduce)
+    s = sub.add_parser("evaluate", help="re-run the spec's evaluators on a saved run or checkpoint")
+    s.add_argument("run", help="a run directory under runs/, a record under results/, or a .safetensors in a run dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (SpecError, RecordError, CheckpointError) as e:
+        print(f"repro: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("repro: interrupted (checkpoints, if any, are kept; rerun with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The run record: one JSON per run under `results/<paper>/<tier>/`, the unit of evidence.
+
+Writes are atomic (a temporary file, then `os.replace`) and never replace an existing record:
+run ids carry a timestamp and a random suffix, and a clash is refused rather than overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evals.spec import ROOT
+
+RECORD_SCHEMA_VERSION = 1
+RESULTS = ROOT / "results"
+RUNS = ROOT / "runs"
+MAX_CURVE_POINTS = 200
+
+
+class RecordError(ValueError):
+    """A record is malformed; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvalResult(Strict):
+    """What one evaluator measured: summary metrics, the per-episode / per-sample values they
+    are computed from, and the protocol (so a number is never separated from how it was made)."""
+
+    evaluator: str
+    version: int
+    metrics: dict[str, float]
+    samples: dict[str, list[float]] = Field(default_factory=dict)
+    protocol: dict[str, Any] = Field(default_factory=dict)
+
+
+class TargetCheck(Strict):
+    """A target that concerns this record's arm alone, checked on this seed."""
+
+    expr: str
+    value: float
+    met: bool
+
+
+class Provenance(Strict):
+    git_revision: str | None
+    git_dirty: bool
+    source_hash: str
+    source_files: list[str]
+    spec_version: int
+    packages: dict[str, str]
+    hardware: dict[str, Any]
+    started_at: str
+    finished_at: str
+    wall_time_s: float
+    train_time_s: float
+    eval_time_s: float
+    harness_overhead_s: float
+    deterministic: bool
+    data_fingerprint: str | None = None
+    checkpoint_sha256: str | None = None
+    checkpoint_path: str | None = None
+
+
+class Record(Strict):
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    run_id: str
+    paper: str
+    tier: str
+    arm: str
+    seed: int
+    module: str
+    status: Literal["ok", "invalid", "failed"]
+    error: str | None = None
+    config: dict[str, Any]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    evaluations: list[EvalResult] = Field(default_factory=list)
+    curves: dict[str, list[tuple[int, float, float]]] = Field(default_factory=dict)
+    targets: list[TargetCheck] = Field(default_factory=list)
+    provenance: Provenance
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(paper: str, tier: str, arm: str, seed: int) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{paper}-{tier}-{arm}-s{seed}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def thin_curve(points: list[tuple[int, float, float]], limit: int = MAX_CURVE_POINTS) -> list[tuple[int, float, float]]:
+    """Keep at most `limit` points, evenly spread, always the first and the last."""
+    if len(points) <= limit:
+        return list(points)
+    idx = sorted({round(i * (len(points) - 1) / (limit - 1)) for i in range(limit)})
+    return [points[i] for i in idx]
+
+
+def record_path(record: Record, results: Path = RESULTS) -> Path:
+    return results / record.paper / record.tier / f"{record.run_id}.json"
+
+
+def write_record(record: Record, results: Path = RESULTS) -> Path:
+    path = record_path(record, results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_text(record.model_dump_json(indent=1) + "\n")
+    try:
+        os.link(tmp, path)  # atomic, and fails instead of replacing a record that exists
+    except FileExistsError:
+        raise RecordError(f"{path}: a record with run id {record.run_id!r} exists already; not overwritten") from None
+    finally:
+        tmp.unlink()
+    return path
+
+
+def load_record(path: Path) -> Record:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise RecordError(f"{path}: cannot read: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    try:
+        return Record.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise RecordError(f"{path}: field '{loc}': {err['msg']}{more}") from None
+
+
+def record_files(paper: str | None = None, tier: str | None = None, results: Path = RESULTS) -> list[Path]:
+    pattern = f"{paper or '*'}/{tier or '*'}/*.json"
+    return sorted(results.glob(pattern))
+
+
+def load_records(paper: str | None = None, tier: str | None = None, results: Path = RESULTS) -> list[Record]:
+    return [load_record(p) for p in record_files(paper, tier, results)]

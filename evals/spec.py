@@ -1,0 +1,271 @@
+"""The spec: what a paper published and the tiers at which we reproduce it.
+
+One YAML file per paper, `reproductions/<id>/spec.yaml`, validated by the pydantic models below.
+Every error names the file and the field (`SpecError`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROOT = Path(__file__).resolve().parent.parent
+REPRODUCTIONS = ROOT / "reproductions"
+
+AREAS = (
+    "llm-backbone",
+    "vision-multimodal",
+    "generative",
+    "alignment-reasoning",
+    "efficiency-systems",
+    "reinforcement-learning",
+)
+TIER_NAMES = ("smoke", "mini", "full")
+
+
+class SpecError(ValueError):
+    """A spec (or an override of it) is malformed; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Published(Strict):
+    """One number the paper published, with where it stands and how it was measured."""
+
+    metric: str
+    value: float
+    unit: str | None = None
+    where: str
+    setting: dict[str, Any]
+    approximate: bool = False
+    higher_is_better: bool = True
+    note: str | None = None
+
+
+class Reference(Strict):
+    """A number from another reproduction (CleanRL, the RL Zoo, an official repo): an anchor."""
+
+    name: str
+    url: str | None = None
+    metric: str
+    value: float
+    unit: str | None = None
+    where: str | None = None
+    setting: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluatorSpec(BaseModel):
+    """A common evaluator by name; its options are checked by the evaluator's own model."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+# A term is `metric[arm]`, optionally scaled (`0.8 * steps[adamw]`), or a plain number.
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_TERM = rf"(?:(?P<{{p}}scale>{_NUMBER})\s*\*\s*)?(?P<{{p}}metric>[A-Za-z_][\w.]*)\[(?P<{{p}}arm>[\w.-]+)\]|(?P<{{p}}const>{_NUMBER})"
+_EXPR = re.compile(
+    rf"^\s*(?:{_TERM.format(p='l')})\s*(?P<op>>=|<=|>|<)\s*(?:{_TERM.format(p='r')})\s*$"
+)
+
+
+class Term(Strict):
+    metric: str | None = None
+    arm: str | None = None
+    scale: float = 1.0
+    const: float | None = None
+
+    def __str__(self) -> str:
+        if self.const is not None:
+            return f"{self.const:g}"
+        prefix = "" if self.scale == 1.0 else f"{self.scale:g} * "
+        return f"{prefix}{self.metric}[{self.arm}]"
+
+
+def parse_expr(expr: str) -> tuple[Term, str, Term]:
+    m = _EXPR.match(expr)
+    if not m:
+        raise ValueError(
+            f"cannot parse target {expr!r}: expected 'metric[arm] OP number' or "
+            "'metric[arm] OP [k *] metric[arm]' with OP one of >=, <=, >, <"
+        )
+
+    def term(p: str) -> Term:
+        if m.group(f"{p}const") is not None:
+            return Term(const=float(m.group(f"{p}const")))
+        scale = m.group(f"{p}scale")
+        return Term(metric=m.group(f"{p}metric"), arm=m.group(f"{p}arm"), scale=float(scale) if scale else 1.0)
+
+    lhs, rhs = term("l"), term("r")
+    if lhs.const is not None:
+        raise ValueError(f"target {expr!r}: the left side must be metric[arm]")
+    return lhs, m.group("op"), rhs
+
+
+class Target(Strict):
+    """A condition a tier must meet, tested over seeds (DESIGN.md, 'Acceptance statistics').
+
+    Tests:
+    - `bootstrap` (default): the 95% percentile-bootstrap CI over seeds of the mean of the left
+      side (or, against another arm, of the paired per-seed difference) lies wholly on the
+      passing side of the bound;
+    - `all_seeds`: every seed meets the condition on its own;
+    - `mean`: the mean over seeds meets it (for reported, not claimed, numbers).
+    """
+
+    expr: str
+    test: Literal["bootstrap", "all_seeds", "mean"] = "bootstrap"
+    description: str | None = None
+
+    @field_validator("expr")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        parse_expr(v)
+        return v
+
+    @property
+    def parsed(self) -> tuple[Term, str, Term]:
+        return parse_expr(self.expr)
+
+    def arms(self) -> set[str]:
+        lhs, _, rhs = self.parsed
+        return {t.arm for t in (lhs, rhs) if t.arm is not None}
+
+
+class Arm(Strict):
+    """A named variant run side by side with the others: config overrides, or another module."""
+
+    description: str | None = None
+    module: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Tier(Strict):
+    config: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int]
+    min_seeds: int | None = None
+    arms: dict[str, Arm] = Field(default_factory=lambda: {"ours": Arm()})
+    evaluators: list[EvaluatorSpec] = Field(default_factory=list)
+    targets: list[Target] = Field(default_factory=list)
+    deviations: list[str] = Field(default_factory=list)
+    dry_run_only: bool = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("a tier needs at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Tier":
+        if self.min_seeds is not None and not 1 <= self.min_seeds <= len(self.seeds):
+            raise ValueError(f"min_seeds={self.min_seeds} must lie in 1..{len(self.seeds)}")
+        for t in self.targets:
+            unknown = t.arms() - set(self.arms)
+            if unknown:
+                raise ValueError(f"target {t.expr!r} names unknown arm(s) {sorted(unknown)}; arms are {sorted(self.arms)}")
+        return self
+
+    @property
+    def required_seeds(self) -> int:
+        return self.min_seeds if self.min_seeds is not None else len(self.seeds)
+
+
+class Spec(Strict):
+    id: str
+    version: int = 1
+    title: str
+    authors: list[str]
+    year: int
+    arxiv: str | None = None
+    url: str | None = None
+    area: Literal[AREAS]  # type: ignore[valid-type]
+    builds_on: list[str] = Field(default_factory=list)
+    module: str
+    summary: str | None = None
+    published: list[Published] = Field(default_factory=list)
+    references: list[Reference] = Field(default_factory=list)
+    tiers: dict[Literal[TIER_NAMES], Tier] = Field(default_factory=dict)  # type: ignore[valid-type]
+
+    @property
+    def folder(self) -> Path:
+        return REPRODUCTIONS / self.id
+
+    @property
+    def implemented(self) -> bool:
+        return bool(self.tiers)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_spec_file(path: Path) -> Spec:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise SpecError(f"{path}: field '{_format_loc(err['loc'])}': {err['msg']}{more}") from None
+    if spec.id != path.parent.name:
+        raise SpecError(f"{path}: field 'id': {spec.id!r} does not match its folder {path.parent.name!r}")
+    return spec
+
+
+def paper_ids() -> list[str]:
+    return sorted(p.parent.name for p in REPRODUCTIONS.glob("*/spec.yaml"))
+
+
+def unknown_paper(paper: str, known: list[str]) -> SpecError:
+    near = difflib.get_close_matches(paper, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(near)}?" if near else f"; known papers: {', '.join(known)}"
+    return SpecError(f"unknown paper {paper!r}{hint}")
+
+
+@lru_cache(maxsize=None)
+def load_spec(paper: str) -> Spec:
+    path = REPRODUCTIONS / paper / "spec.yaml"
+    if not path.is_file():
+        raise unknown_paper(paper, paper_ids())
+    return load_spec_file(path)
+
+
+def all_specs() -> list[Spec]:
+    specs = [load_spec(p) for p in paper_ids()]
+    known = {s.id for s in specs}
+    for s in specs:
+        missing = [b for b in s.builds_on if b not in known]
+        if missing:
+            raise SpecError(f"{s.folder / 'spec.yaml'}: field 'builds_on': unknown paper(s) {missing}")
+    return specs
+
+
+def get_tier(spec: Spec, tier: str) -> Tier:
+    if tier not in spec.tiers:
+        have = ", ".join(spec.tiers) or "none yet"
+        raise SpecError(f"{spec.folder / 'spec.yaml'}: paper {spec.id!r} has no tier {tier!r} (tiers: {have})")
+    return spec.tiers[tier]

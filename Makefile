@@ -14,7 +14,7 @@ ARGS   ?=
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,vision]"
+	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -161,6 +161,9 @@ class Tier(Strict):
     targets: list[Target] = Field(default_factory=list)
     deviations: list[str] = Field(default_factory=list)
     dry_run_only: bool = False
+    # Config overrides that cut a run to a prefix CI can afford to re-execute (e.g. fewer steps);
+    # the prefix's logged metrics must equal the full run's over the same steps.
+    verify_prefix: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("seeds")
     @classmethod

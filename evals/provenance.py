@@ -71,11 +71,15 @@ def source_files(module: str, read: Reader = _read_worktree) -> dict[str, bytes]
     return found
 
 
-def source_hash(module: str, read: Reader = _read_worktree) -> str:
+def hash_files(files: dict[str, bytes]) -> str:
     h = hashlib.sha256()
-    for rel, data in sorted(source_files(module, read).items()):
+    for rel, data in sorted(files.items()):
         h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()
+
+
+def source_hash(module: str, read: Reader = _read_worktree) -> str:
+    return hash_files(source_files(module, read))
 
 
 def git(*args: str) -> str | None:

@@ -90,6 +90,9 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
     meta["status"] = "running"
     meta_path.write_text(json.dumps(meta, indent=1))
 
+    rev, dirty = provenance.git_revision()  # the code the run starts from
+    files = provenance.source_files(resolved.module)
+    src_hash = provenance.hash_files(files)
     torch.set_num_threads(opts.threads)
     seed_everything(resolved.seed, opts.deterministic)
     t_start = time.perf_counter()
@@ -117,8 +120,6 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
         eval_time = time.perf_counter() - t_eval
 
     metrics = {k: v for ev in evaluations for k, v in ev.metrics.items()}
-    rev, dirty = provenance.git_revision()
-    files = provenance.source_files(resolved.module)
     wall = time.perf_counter() - t_start + run.elapsed_before
     record = Record(
         run_id=run_id, paper=resolved.paper, tier=resolved.tier, arm=resolved.arm, seed=resolved.seed,
@@ -127,7 +128,7 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
         curves={k: thin_curve(v) for k, v in run.curves.items()},
         targets=_own_target_checks(resolved.paper, resolved.tier, resolved.arm, metrics),
         provenance=Provenance(
-            git_revision=rev, git_dirty=dirty, source_hash=provenance.source_hash(resolved.module),
+            git_revision=rev, git_dirty=dirty, source_hash=src_hash,
             source_files=sorted(files), spec_version=spec.version, packages=provenance.packages(),
             hardware=provenance.hardware(str(device)), started_at=meta["started_at"], finished_at=now_iso(),
             wall_time_s=round(wall, 3), train_time_s=round(train_time, 3), eval_time_s=round(eval_time, 3),

@@ -1,0 +1,16 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def run_opts(tmp_path):
+    """Harness options that write records and run dirs under a temporary folder."""
+    from evals.runner import RunOptions
+
+    return RunOptions(device="cpu", progress=False, tensorboard=False, results=tmp_path / "results",
+                      runs=tmp_path / "runs")

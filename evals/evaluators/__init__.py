@@ -51,4 +51,9 @@ def resolve_evaluator(spec: EvaluatorSpec, where: str) -> tuple[Evaluator, BaseM
 
 
 def _load_builtin() -> None:
-    from evals.evaluators import rl_return  # noqa: F401  (registers itself)
+    """Import every module of this package once; each registers its evaluators."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")

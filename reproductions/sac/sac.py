@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from reproductions.common.envs import box_bounds, episode_seed, make_env
 from reproductions.common.replay import ReplayBuffer
+from reproductions.common.training import restore, snapshot
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the clamp of the authors' implementation
 
@@ -227,20 +228,12 @@ def train(cfg: Config, run) -> SAC:
     obs_dim, act_dim = int(np.prod(env.observation_space.shape)), len(agent.act_low)
     buffer = ReplayBuffer(min(cfg.buffer_size, cfg.total_steps), (obs_dim,), (act_dim,), seed=run.seed)
     explore = torch.Generator().manual_seed(run.seed)  # the uniform actions before learning starts
+    parts = {"agent": agent, "learner": learner, "buffer": buffer, "explore": explore}
     step, episode = 0, 0
-
-    def checkpoint_state() -> dict:
-        return {"agent": agent.state_dict(), "learner": learner.state_dict(), "buffer": buffer.state_dict(),
-                "explore": explore.get_state(), "torch_rng": torch.get_rng_state(), "step": step, "episode": episode}
-
     resumed = run.resume_state()
     if resumed is not None:  # checkpoints are taken at episode boundaries (see episode_seed)
-        agent.load_state_dict(resumed["agent"])
-        learner.load_state_dict(resumed["learner"])
-        buffer.load_state_dict(resumed["buffer"])
-        explore.set_state(resumed["explore"])
-        torch.set_rng_state(resumed["torch_rng"])
-        step, episode = int(resumed["step"]), int(resumed["episode"])
+        counters = restore(resumed, parts)
+        step, episode = counters["step"], counters["episode"]
 
     run.progress(cfg.total_steps)
     obs, _ = env.reset(seed=episode_seed(run.seed, episode))
@@ -265,7 +258,7 @@ def train(cfg: Config, run) -> SAC:
             run.advance(0, train_return=episode_return)
             episode, episode_return = episode + 1, 0.0
             obs, _ = env.reset(seed=episode_seed(run.seed, episode))
-            run.maybe_checkpoint(step, checkpoint_state)
+            run.maybe_checkpoint(step, lambda: snapshot(parts, step=step, episode=episode))
         run.advance()
     env.close()
     return agent

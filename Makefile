@@ -9,7 +9,7 @@ DEVICE ?= auto
 JOBS   ?= 1
 ARGS   ?=
 
-.PHONY: setup reproduce test bench status clean
+.PHONY: setup reproduce test bench status site serve clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,14 +22,23 @@ setup: $(VENV)/.installed
 reproduce: setup  ## make reproduce PAPER=sac TIER=mini SEEDS=1,2,3 DEVICE=cpu JOBS=2
 	$(BIN)/repro reproduce $(PAPER) --tier $(TIER) $(if $(SEEDS),--seeds $(SEEDS)) --device $(DEVICE) --jobs $(JOBS) $(ARGS)
 
-test: setup
+test: setup /usr/bin/chromium
 	$(BIN)/python -m pytest
+
+/usr/bin/chromium:  ## the browser of the site's end-to-end test (Debian's package), when missing
+	bash scripts/ensure_chromium.sh
 
 bench: setup
 	$(BIN)/python scripts/bench.py
 
 status: setup
 	$(BIN)/repro status
+
+site: setup  ## the leaderboard site, built from the specs and results/ into site-build/
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
+
+serve: setup  ## the site on http://127.0.0.1:8000, rebuilt on change
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs serve --strict -a 127.0.0.1:8000
 
 clean:
 	rm -rf runs site-build .pytest_cache

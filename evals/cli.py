@@ -170,6 +170,12 @@ def cmd_reproduce(args) -> None:
     tier = get_tier(load_spec(args.paper), args.tier)
     if tier.dry_run_only:
         raise SpecError(f"{args.paper}/{args.tier} cannot run on this kind of machine; use --dry-run")
+    if args.nproc > 1:  # data parallel: the same command under torchrun (evals/distributed.py)
+        from evals.distributed import launch as launch_distributed
+
+        if launch_distributed(args):
+            raise SpecError(f"{args.paper}/{args.tier}: a process of the --nproc {args.nproc} run failed (see above)")
+        return
     jobs = job_list(args.paper, args.tier, seeds, arms, overrides)
     opts = RunOptions(device=args.device, deterministic=args.deterministic, threads=args.threads,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress)
@@ -243,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     s.add_argument("--jobs", type=int, default=1, help="runs in parallel (local processes)")
+    s.add_argument("--nproc", type=int, default=1, help="data-parallel processes per run (torchrun, DDP)")
     s.add_argument("--launcher", default="local", choices=("local", "slurm", "submitit-local"))
     s.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS")
     s.add_argument("--resume", action="store_true", help="finish an interrupted run from its newest checkpoint")
@@ -253,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="a run directory under runs/, a record under results/, or a .safetensors in a run dir")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_evaluate)
+    from evals.verify import add_parser as add_verify_parser
+    add_verify_parser(sub)
     return p
 
 

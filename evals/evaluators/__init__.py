@@ -6,7 +6,10 @@ its version (bumped by any change that alters results) and a pydantic model of i
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
@@ -50,10 +53,8 @@ def resolve_evaluator(spec: EvaluatorSpec, where: str) -> tuple[Evaluator, BaseM
     return ev, opts
 
 
+@lru_cache(maxsize=None)
 def _load_builtin() -> None:
     """Import every module of this package once; each registers its evaluators."""
-    import importlib
-    import pkgutil
-
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")

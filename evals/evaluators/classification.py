@@ -1,0 +1,67 @@
+"""Image classification accuracy on a held-out split.
+
+Protocol: the dataset the run's config names (`dataset`, `image_size`, and `data_root` for the
+datasets on disk), its held-out split (digits and shapes: `test`; CIFAR-10: `test`; ImageNet:
+`val`, resized to size/0.875 and centre-cropped), no test-time augmentation, the arg-max of the
+trained thing's `predict_logits(images)` (images float N x C x H x W in [0, 1]). Top-1 accuracy,
+and top-k (k = 5) where there are more than k classes. Every image's correctness is kept in
+`samples`, so the accuracy recomputes from the record.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import DataLoader
+
+from evals.evaluators import register
+from evals.record import EvalResult
+from reproductions.common.image_loaders import HELDOUT, SHAPES_DEFAULT_N, fingerprint, image_dataset
+
+
+class ClassificationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    split: str | None = None     # None: the dataset's held-out split
+    n: int = Field(0, ge=0)      # shapes: images drawn for the split (0: 2,000); others: the first n (0: all)
+    batch_size: int = Field(256, ge=1)
+    top_k: int = Field(5, ge=2)
+
+
+@register("classification", version=1, options=ClassificationOptions)
+def classification(agent, config, options: ClassificationOptions) -> EvalResult:
+    split = options.split or HELDOUT[config.dataset]
+    ds = image_dataset(config.dataset, split, config.image_size, getattr(config, "data_root", None), options.n)
+    loader = DataLoader(ds, batch_size=options.batch_size, shuffle=False, num_workers=getattr(config, "workers", 0)
+                        if not isinstance(ds, torch.utils.data.TensorDataset) else 0)
+    top1, topk, n_classes = [], [], 0
+    for x, y in loader:
+        logits = agent.predict_logits(x).float().cpu()
+        n_classes = logits.shape[1]
+        top1 += (logits.argmax(-1) == y).float().tolist()
+        if n_classes > options.top_k:
+            topk += (logits.topk(options.top_k, dim=-1).indices == y[:, None]).any(-1).float().tolist()
+    if not top1:
+        raise ValueError(f"classification: the {config.dataset} {split} split is empty")
+    metrics = {"accuracy": sum(top1) / len(top1)}
+    samples = {"correct": top1}
+    if topk:
+        metrics[f"top{options.top_k}_accuracy"] = sum(topk) / len(topk)
+        samples[f"correct_top{options.top_k}"] = topk
+    n_requested = options.n or (SHAPES_DEFAULT_N[split] if config.dataset == "shapes" else 0)
+    return EvalResult(
+        evaluator="classification",
+        version=1,
+        metrics=metrics,
+        samples=samples,
+        protocol={
+            "dataset": config.dataset,
+            "split": split,
+            "n": len(top1),
+            "n_requested": n_requested or "all",
+            "resolution": config.image_size,
+            "classes": n_classes,
+            "data_fingerprint": fingerprint(ds),
+            "preprocessing": "resize to size/0.875, centre crop" if config.dataset == "imagenet" else "none (images in [0, 1])",
+            "prediction": "arg-max of predict_logits, no test-time augmentation",
+        },
+    )

@@ -1,0 +1,126 @@
+"""Language-model loss on the held-out split of the code corpus: nats per token and bits per byte.
+
+Protocol: the first `tokens` predictions of the validation split (files the model never trained
+on), cut into consecutive non-overlapping windows of the model's block size (so a token sees
+only the earlier tokens of its own window), in batches of `batch_size` windows; mean
+cross-entropy over all of them. Bits per byte divide the total loss in bits by the UTF-8 bytes of
+the predicted text (equal to the token count for the byte tokenizer). The same tokens for every
+model, arm and seed; the per-batch mean losses are the samples. For reference, the cross-entropy
+of the train split's unigram (byte or token) frequencies on the same tokens is reported too.
+
+A model that reports statistics of its own over the same tokens (`reset_statistics()` and
+`statistics()`, e.g. a mixture of experts' per-expert token shares) has them added to the metrics.
+
+Agents that are not language models (no `tokenizer`) are not scored: the result then has no
+metrics and says why.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from evals.evaluators import register
+from evals.record import EvalResult
+from reproductions.common import code_corpus
+
+VERSION = 1
+
+
+class LMLossOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: int = Field(131_072, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+@lru_cache(maxsize=4)
+def _unigram_logprobs(tokenizer: str, vocab: int, bpe_vocab_size: int, val_percent: int) -> torch.Tensor:
+    counts = torch.bincount(code_corpus.token_split("train", tokenizer, bpe_vocab_size, val_percent).tokens.long(),
+                            minlength=vocab).double() + 1.0  # add-one: no token has probability zero
+    return (counts / counts.sum()).log()
+
+
+@register("lm_loss", version=VERSION, options=LMLossOptions)
+@torch.no_grad()
+def lm_loss(agent, config, options: LMLossOptions) -> EvalResult:
+    if not hasattr(agent, "tokenizer"):
+        return EvalResult(evaluator="lm_loss", version=VERSION, metrics={},
+                          protocol={"scored": False, "reason": f"{type(agent).__name__} is not a language model"})
+    tok = agent.tokenizer
+    split = code_corpus.token_split("validation", agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
+    device = next(agent.parameters()).device
+    was_training = agent.training
+    agent.eval()
+    losses, total_nats, n_tokens, n_bytes, unigram_nats = [], 0.0, 0, 0, 0.0
+    unigram = _unigram_logprobs(agent.tokenizer_name, tok.vocab_size, agent.bpe_vocab_size, agent.val_percent)
+    own_statistics = hasattr(agent, "statistics")
+    if own_statistics:
+        agent.reset_statistics()
+    for x, y in code_corpus.fixed_windows(split.tokens, options.tokens, agent.block_size, options.batch_size):
+        logits = agent(x.to(device))[0]
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().to(device), reduction="sum").item()
+        losses.append(loss / y.numel())
+        total_nats += loss
+        n_tokens += y.numel()
+        n_bytes += y.numel() if agent.tokenizer_name == "bytes" else len(tok.decode(y.flatten().tolist()).encode())
+        unigram_nats -= unigram[y.flatten()].sum().item()
+    agent.train(was_training)
+    to_bits = 1.0 / math.log(2)
+    metrics = {"val_loss": total_nats / n_tokens, "bits_per_byte": total_nats * to_bits / n_bytes,
+               "unigram_bits_per_byte": unigram_nats * to_bits / n_bytes}
+    if own_statistics:
+        metrics.update(agent.statistics())
+    return EvalResult(
+        evaluator="lm_loss", version=VERSION,
+        metrics=metrics,
+        samples={"batch_loss": losses},
+        protocol={"corpus": code_corpus.fingerprint(agent.val_percent), "split": "validation",
+                  "tokenizer": agent.tokenizer_name, "tokens": n_tokens, "bytes": n_bytes,
+                  "window": agent.block_size, "windows": "consecutive, non-overlapping, from the split's start",
+                  "batch_size": options.batch_size},
+    )
+
+
+class LMEvalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[str] = Field(min_length=1)
+    local: bool = True                # tasks from evals/lm_tasks/ (offline JSONL), else lm-eval's standard tasks
+    num_fewshot: int | None = None
+    limit: int | None = Field(None, ge=1)
+    batch_size: int = Field(1, ge=1)  # for Hugging Face checkpoints
+
+
+@register("lm_eval", version=1, options=LMEvalOptions)
+def lm_eval_tasks(agent, config, options: LMEvalOptions) -> EvalResult:
+    """lm-eval tasks through `evals/lm_eval_bridge.py`: our models as an lm-eval LM, or a published
+    Hugging Face checkpoint (an agent with `checkpoint_path`) through lm-eval's own `hf` model.
+    Metrics are `<task>_<metric>`; the samples are each document's metric values."""
+    from lm_eval import __version__ as lm_eval_version
+
+    from evals import lm_eval_bridge as bridge
+
+    if hasattr(agent, "checkpoint_path"):
+        model = bridge.hf_model(agent.checkpoint_path, dtype=agent.dtype, batch_size=options.batch_size)
+    elif hasattr(agent, "tokenizer"):
+        model = bridge.ReproLM(agent)
+    else:
+        return EvalResult(evaluator="lm_eval", version=1, metrics={},
+                          protocol={"scored": False, "reason": f"{type(agent).__name__} is not a language model"})
+    results = bridge.evaluate(model, options.tasks, local=options.local, num_fewshot=options.num_fewshot,
+                              limit=options.limit)
+    samples = {}
+    for task, docs in results.get("samples", {}).items():
+        for name in docs[0]["metrics"] if docs else []:
+            values = [d.get(name) for d in docs]
+            if all(isinstance(v, (int, float)) for v in values):
+                samples[f"{task}_{name}"] = [float(v) for v in values]
+    return EvalResult(evaluator="lm_eval", version=1, metrics=bridge.flat_metrics(results), samples=samples,
+                      protocol={"lm_eval": lm_eval_version, "tasks": options.tasks,
+                                "task_source": "evals/lm_tasks (local JSONL)" if options.local else "lm-eval standard tasks",
+                                "task_versions": {k: str(v) for k, v in results.get("versions", {}).items()},
+                                "n_shot": {k: v for k, v in results.get("n-shot", {}).items()},
+                                "limit": options.limit})

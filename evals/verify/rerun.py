@@ -1,0 +1,229 @@
+"""The checks that run code: re-execution of smoke and mini records, re-evaluation of full ones.
+
+Re-execution runs the record's (arm, seed) again on the CPU in deterministic mode, the whole run
+where the tier sets no `verify_prefix`, else the prefix those config overrides cut, and compares
+the logged values (never wall times) at every step both runs logged, within `rtol`/`atol`: the
+same code on the same kind of CPU gives the same bits, and the tolerance absorbs the last-place
+differences of another CPU's vector units. A whole run must also give the same status, metrics
+and per-episode values.
+
+Re-evaluation loads a full-tier run's checkpoint (safetensors only, found by its sha256), scores
+it with the tier's evaluators on a CI-sized budget, and tests each claimed mean against the fresh
+per-episode values: the `confidence` (99%) percentile-bootstrap interval of the difference of the
+two means (fresh minus claimed, both resampled) must contain 0. Resampling episodes is right here:
+the question is whether one checkpoint's claimed episodes and fresh ones come from the same
+distribution, not how the method varies across seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evals.checkpoint import sha256_file
+from evals.config import import_paper_module, resolve
+from evals.evaluators import resolve_evaluator
+from evals.record import EvalResult, Record, load_record
+from evals.runner import RunOptions, evaluate_agent, run_one
+from evals.spec import EvaluatorSpec, Spec, Tier
+from evals.verify.repo import VerifyOptions
+from evals.verify.report import RecordReport
+
+N_BOOTSTRAP = 10_000
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+
+
+@contextlib.contextmanager
+def _torch_settings():
+    """run_one sets threads and deterministic algorithms process-wide; put them back after."""
+    threads = torch.get_num_threads()
+    det, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+
+
+def _close(a: float, b: float, opts: VerifyOptions) -> bool:
+    return math.isclose(a, b, rel_tol=opts.rtol, abs_tol=opts.atol)
+
+
+def _by_step(points) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {}
+    for step, _, value in points:
+        out.setdefault(step, []).append(value)
+    return out
+
+
+def compare_curves(recorded: Record, fresh: Record, opts: VerifyOptions, rep: RecordReport, note: str) -> int:
+    """Compare the values logged at the steps both runs share; returns how many matched."""
+    matched = 0
+    for name in sorted(set(recorded.curves) & set(fresh.curves)):
+        mine, theirs = _by_step(recorded.curves[name]), _by_step(fresh.curves[name])
+        for step in sorted(set(mine) & set(theirs)):
+            a, b = mine[step], theirs[step]
+            if len(a) != len(b) or not all(_close(x, y, opts) for x, y in zip(a, b)):
+                rep.fail("re-execution", f"curves.{name}", f"step {step}: recorded {a}, re-executed {b} "
+                                                           f"(rtol {opts.rtol:g}){note}")
+                break
+            matched += len(a)
+    return matched
+
+
+def compare_whole(recorded: Record, fresh: Record, opts: VerifyOptions, rep: RecordReport, note: str) -> None:
+    if recorded.status != fresh.status:
+        rep.fail("re-execution", "status", f"recorded {recorded.status!r}, the re-execution ended {fresh.status!r}"
+                                           f"{': ' + fresh.error if fresh.error else ''}{note}")
+        return
+    for name, value in recorded.metrics.items():
+        if name in fresh.metrics and not _close(value, fresh.metrics[name], opts):
+            rep.fail("re-execution", f"metrics.{name}", f"recorded {value!r}, re-executed {fresh.metrics[name]!r}{note}")
+    for i, (a, b) in enumerate(zip(recorded.evaluations, fresh.evaluations)):
+        for name, xs in a.samples.items():
+            ys = b.samples.get(name, [])
+            if len(xs) != len(ys) or not all(_close(x, y, opts) for x, y in zip(xs, ys)):
+                rep.fail("re-execution", f"evaluations[{i}].samples.{name}", f"recorded {xs}, re-executed {ys}{note}")
+
+
+def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: RecordReport) -> None:
+    resolved = resolve(spec, rec.tier, rec.arm, rec.seed, dict(tier.verify_prefix))
+    whole = json.loads(json.dumps(resolved.config_dict)) == rec.config
+    device = rec.provenance.hardware.get("device", "cpu")
+    note = "" if str(device).startswith("cpu") else f" (the run was made on {device}; re-executed on the CPU)"
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="repro-verify-") as tmp, _torch_settings():
+        run_opts = RunOptions(device="cpu", deterministic=True, threads=int(rec.provenance.hardware.get("torch_threads", 1)),
+                              progress=False, tensorboard=False, results=Path(tmp) / "results", runs=Path(tmp) / "runs")
+        fresh = load_record(run_one(resolved, run_opts))
+    took = time.perf_counter() - t0
+    before = len(rep.failures)
+    if whole:
+        compare_whole(rec, fresh, opts, rep, note)
+    matched = compare_curves(rec, fresh, opts, rep, note)
+    if not matched and len(rep.failures) == before and rec.curves:
+        rep.fail("re-execution", "curves", f"no logged step in common with the re-executed "
+                                           f"{'run' if whole else 'prefix ' + json.dumps(tier.verify_prefix)}")
+    if len(rep.failures) == before:
+        what = "whole run" if whole else f"prefix {json.dumps(tier.verify_prefix)}"
+        rep.passed.append(f"re-execution ({what}: {matched} logged values match, {took:.1f}s)")
+
+
+# -- re-evaluation --------------------------------------------------------------------------
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a safetensors file (None when it is), read as bytes: nothing is loaded."""
+    if path.suffix != ".safetensors":
+        return (f"{path.name}: only .safetensors checkpoints are loaded, not {path.suffix or 'a file without suffix'} "
+                "(pickle-based formats run code when loaded)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head[:1] == b"\x80":
+            return f"{path.name} is a Python pickle (protocol {head[1] if len(head) > 1 else '?'}): never unpickled"
+        if head[:2] == b"PK":
+            return f"{path.name} is a zip archive (torch.save's format, a pickle inside): never loaded"
+        size = path.stat().st_size
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(MAX_HEADER, size - 8):
+            return f"{path.name} is not safetensors: its first 8 bytes give no header length that fits the file"
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return f"{path.name} is not safetensors: its header is not JSON"
+    if not isinstance(header, dict):
+        return f"{path.name} is not safetensors: its header is not a JSON object"
+    end = size - 8 - n
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = t.get("data_offsets") if isinstance(t, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= end):
+            return f"{path.name} is not safetensors: tensor {name!r} lies outside the file"
+    return None
+
+
+def find_checkpoint(rec: Record, opts: VerifyOptions) -> tuple[Path | None, list[Path]]:
+    """The record's checkpoint: its provenance.checkpoint_path, else <sha256>.safetensors in the
+    checkpoint cache. Returns (the first that exists, every place looked)."""
+    places = []
+    if rec.provenance.checkpoint_path:
+        places.append(opts.repo / rec.provenance.checkpoint_path)
+    if opts.checkpoints and rec.provenance.checkpoint_sha256:
+        places.append(opts.checkpoints / f"{rec.provenance.checkpoint_sha256}.safetensors")
+    return next((p for p in places if p.is_file()), None), places
+
+
+def mean_difference_ci(claimed, fresh, confidence: float, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
+    """Percentile-bootstrap interval of mean(fresh) - mean(claimed), each resampled on its own."""
+    a, b = np.asarray(claimed, dtype=float), np.asarray(fresh, dtype=float)
+    rng = np.random.default_rng(0)
+    diff = (b[rng.integers(0, b.size, (n_boot, b.size))].mean(1) - a[rng.integers(0, a.size, (n_boot, a.size))].mean(1))
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(diff, alpha)), float(np.quantile(diff, 1 - alpha))
+
+
+def budgeted(spec: Spec, tier: Tier, budget: int):
+    """The tier's evaluators, with an `episodes` option cut to the CI budget."""
+    out = []
+    for i, e in enumerate(tier.evaluators):
+        where = f"{spec.folder / 'spec.yaml'}: tiers.full.evaluators[{i}]"
+        ev, _ = resolve_evaluator(e, where)
+        options = dict(e.options)
+        if "episodes" in ev.options.model_fields:
+            options["episodes"] = min(options.get("episodes", budget), budget)
+        out.append(resolve_evaluator(EvaluatorSpec(kind=e.kind, **options), where))
+    return out
+
+
+def check_claims(claimed: EvalResult, i: int, fresh: EvalResult, opts: VerifyOptions, rep: RecordReport) -> int:
+    tested = 0
+    for name, xs in claimed.samples.items():
+        ys = fresh.samples.get(name)
+        if name not in claimed.metrics or not xs or not ys:
+            continue
+        lo, hi = mean_difference_ci(xs, ys, opts.confidence)
+        slack = 1e-9 * max(1.0, abs(claimed.metrics[name]))
+        tested += 1
+        if not lo - slack <= 0 <= hi + slack:
+            rep.fail("re-evaluation", f"evaluations[{i}].metrics.{name}",
+                     f"claimed {claimed.metrics[name]:.6g} over {len(xs)} episodes; {len(ys)} fresh episodes give "
+                     f"{np.mean(ys):.6g}, and the {opts.confidence:.0%} bootstrap interval of the difference "
+                     f"[{lo:.4g}, {hi:.4g}] excludes 0")
+    return tested
+
+
+def reevaluate(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: RecordReport) -> None:
+    ckpt, places = find_checkpoint(rec, opts)
+    if ckpt is None:
+        looked = ", ".join(str(p) for p in places) or "nowhere: no checkpoint_path and no --checkpoints DIR"
+        rep.fail("re-evaluation", "provenance.checkpoint_sha256", f"checkpoint not found (looked in {looked})")
+        return
+    problem = safetensors_problem(ckpt)
+    if problem:
+        rep.fail("re-evaluation", "provenance.checkpoint_path", problem)
+        return
+    if sha256_file(ckpt) != rec.provenance.checkpoint_sha256:
+        rep.fail("re-evaluation", "provenance.checkpoint_sha256", f"{ckpt} has another sha256: not this run's checkpoint")
+        return
+    t0 = time.perf_counter()
+    resolved = resolve(spec, rec.tier, rec.arm, rec.seed)
+    try:
+        agent = import_paper_module(resolved.module).build(resolved.config).load(ckpt)
+    except Exception as e:  # noqa: BLE001 - a checkpoint that does not fit the model is this record's failure
+        rep.fail("re-evaluation", "provenance.checkpoint_sha256", f"{ckpt} does not load into {resolved.module}: "
+                                                                  f"{type(e).__name__}: {e}")
+        return
+    fresh = {r.evaluator: r for r in evaluate_agent(agent, resolved.config, budgeted(spec, tier, opts.eval_episodes))}
+    before, tested = len(rep.failures), 0
+    for i, claimed in enumerate(rec.evaluations):
+        if claimed.evaluator in fresh:
+            tested += check_claims(claimed, i, fresh[claimed.evaluator], opts, rep)
+    if len(rep.failures) == before:
+        rep.passed.append(f"re-evaluation ({tested} claimed mean(s) within the {opts.confidence:.0%} bootstrap "
+                          f"interval of fresh episodes, {time.perf_counter() - t0:.1f}s)")

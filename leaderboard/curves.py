@@ -1,0 +1,152 @@
+"""Learning curves: arms overlaid, the mean over seeds with a 95% bootstrap band, by steps and by
+wall-clock time, drawn with matplotlib into PNG bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from evals.record import Record
+from evals.spec import Tier
+from evals.stats import CONFIDENCE, N_BOOTSTRAP
+
+GRID_POINTS = 100
+COLORS = ("#3f51b5", "#e65100", "#2e7d32", "#ad1457", "#00838f", "#6d4c41", "#5e35b1", "#9e9d24")
+
+
+def bootstrap_band(y: np.ndarray, confidence: float = CONFIDENCE, n_boot: int = N_BOOTSTRAP):
+    """Mean and percentile-bootstrap CI of the mean over seeds (rows), for every column at once.
+
+    The same resampling as `evals.stats.bootstrap_ci` (seeds resampled with the same generator),
+    vectorised over the curve's points: a resample's mean is its seed counts times the values.
+    """
+    y = np.asarray(y, dtype=float)
+    mean = y.mean(axis=0)
+    if y.shape[0] == 1:
+        return mean, mean.copy(), mean.copy()
+    counts = _resample_counts(y.shape[0], n_boot)  # (seeds, resamples)
+    means = np.sort(np.einsum("sp,sr->pr", y, counts) / y.shape[0], axis=1)  # (points, resamples)
+    alpha = (1 - confidence) / 2
+    return mean, _quantile(means, alpha), _quantile(means, 1 - alpha)
+
+
+@lru_cache(maxsize=None)
+def _resample_counts(n: int, n_boot: int) -> np.ndarray:
+    """How often each of n seeds is drawn in each resample: `bootstrap_ci`'s draws, made once per n."""
+    idx = np.random.default_rng(0).integers(0, n, size=(n_boot, n))
+    return np.ascontiguousarray((idx[:, :, None] == np.arange(n)).sum(axis=1).T, dtype=float)
+
+
+def _quantile(sorted_rows: np.ndarray, q: float) -> np.ndarray:
+    """np.quantile's default (linear interpolation) along rows already sorted."""
+    pos = q * (sorted_rows.shape[1] - 1)
+    i = int(np.floor(pos))
+    j = min(i + 1, sorted_rows.shape[1] - 1)
+    return sorted_rows[:, i] + (pos - i) * (sorted_rows[:, j] - sorted_rows[:, i])
+
+
+def arm_groups(tier: Tier) -> list[list[str]]:
+    """Arms drawn on the same axes: those with the same config overrides (the same task, another
+    implementation) and those one target compares. Others (another environment, another
+    model) get their own figure, since their scales need not agree."""
+    parent = {a: a for a in tier.arms}
+
+    def find(a):
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    by_config: dict[str, str] = {}
+    for name, arm in tier.arms.items():
+        key = json.dumps(arm.config, sort_keys=True)
+        union(name, by_config.setdefault(key, name))
+    for target in tier.targets:
+        arms = sorted(target.arms())
+        for other in arms[1:]:
+            union(arms[0], other)
+    groups: dict[str, list[str]] = {}
+    for name in tier.arms:
+        groups.setdefault(find(name), []).append(name)
+    return list(groups.values())
+
+
+def _series(records: list[Record], curve: str, axis: int):
+    """Each seed's curve interpolated onto a grid over the span every seed covers; None when the
+    seeds share no span (then there is no band to draw)."""
+    xs = [np.array([p[axis] for p in r.curves[curve]], dtype=float) for r in records]
+    vs = [np.array([p[2] for p in r.curves[curve]], dtype=float) for r in records]
+    lo, hi = max(x[0] for x in xs), min(x[-1] for x in xs)
+    if not hi > lo:
+        return None
+    grid = np.linspace(lo, hi, GRID_POINTS)
+    return grid, np.stack([np.interp(grid, x, v) for x, v in zip(xs, vs)])
+
+
+@dataclass
+class CurvePlot:
+    curve: str
+    arms: list[str]
+    seeds: dict[str, int]
+    png: bytes
+
+    @property
+    def slug(self) -> str:
+        return f"{self.curve}-{'-'.join(self.arms)}".replace("/", "_")
+
+
+def plot_curve(curve: str, by_arm: dict[str, list[Record]]) -> CurvePlot:
+    fig = Figure(figsize=(10, 3.4), dpi=100)
+    fig.subplots_adjust(left=0.075, right=0.99, bottom=0.15, top=0.96, wspace=0.2)
+    ax_step, ax_wall = fig.subplots(1, 2)
+    minutes = max(r.curves[curve][-1][1] for recs in by_arm.values() for r in recs) > 300
+    for i, (arm, records) in enumerate(by_arm.items()):
+        color = COLORS[i % len(COLORS)]
+        label = f"{arm} ({len(records)} seed{'s' if len(records) != 1 else ''})"
+        for ax, axis in ((ax_step, 0), (ax_wall, 1)):
+            scale = 60.0 if axis == 1 and minutes else 1.0
+            series = _series(records, curve, axis)
+            if series is None:
+                for j, r in enumerate(records):
+                    pts = np.array(r.curves[curve], dtype=float)
+                    ax.plot(pts[:, axis] / scale, pts[:, 2], color=color, lw=1, label=label if j == 0 else None)
+                continue
+            grid, y = series
+            mean, lo, hi = bootstrap_band(y)
+            ax.plot(grid / scale, mean, color=color, lw=1.8, label=label)
+            if len(records) > 1:
+                ax.fill_between(grid / scale, lo, hi, color=color, alpha=0.18, lw=0)
+    ax_step.set_xlabel("training step")
+    ax_wall.set_xlabel(f"wall-clock ({'min' if minutes else 's'})")
+    for ax in (ax_step, ax_wall):
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+        ax.yaxis.set_major_locator(MaxNLocator(6))
+        ax.set_ylabel(curve)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    ax_step.legend(frameon=False, fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return CurvePlot(curve, list(by_arm), {a: len(r) for a, r in by_arm.items()}, buf.getvalue())
+
+
+def tier_plots(tier: Tier, records: list[Record]) -> list[CurvePlot]:
+    """One figure per arm group and curve, from the runs that count (ok, one per seed)."""
+    ok = [r for r in records if r.status == "ok" and r.curves]
+    plots = []
+    for group in arm_groups(tier):
+        names = [c for r in ok if r.arm in group for c in r.curves]
+        for curve in dict.fromkeys(names):  # first-seen order: the order the runs logged them
+            by_arm = {arm: [r for r in ok if r.arm == arm and len(r.curves.get(curve, ())) > 0] for arm in group}
+            by_arm = {a: rs for a, rs in by_arm.items() if rs}
+            if by_arm:
+                plots.append(plot_curve(curve, by_arm))
+    return plots

@@ -1,0 +1,110 @@
+"""The `sb3` arm: Stable-Baselines3's DQN with our Config's hyper-parameters, budget and seed.
+
+It acts in the same envs (the shared Atari pipeline on ALE games), with the same network (the
+paper's convolutional torso on images, the same MLP on vectors), optimizer and schedule. Its
+weights are exported to safetensors (SB3's own zip format is pickled), and it is scored by the
+same evaluator as ours.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from stable_baselines3 import DQN as SB3DQN
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+from reproductions.common.atari import ConvTorso, make_agent_env
+from reproductions.dqn.dqn import Config, data_fingerprint  # noqa: F401  (the harness reads them here too)
+
+
+class PaperTorso(BaseFeaturesExtractor):
+    """The paper's convolutional torso as an SB3 features extractor."""
+
+    def __init__(self, observation_space):
+        super().__init__(observation_space, ConvTorso.out_features)
+        self.torso = ConvTorso(observation_space.shape[0])
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.torso(observations)
+
+
+class SB3Agent:
+    def __init__(self, model: SB3DQN):
+        self.model = model
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> int:
+        action, _ = self.model.predict(obs, deterministic=deterministic)
+        return int(action)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.q_net.parameters())
+
+    def save(self, path) -> None:
+        save_file({k: v.contiguous() for k, v in self.model.policy.state_dict().items()}, str(path))
+
+    def load(self, path) -> "SB3Agent":
+        self.model.policy.load_state_dict(load_file(str(path)))
+        return self
+
+
+def policy_kwargs(cfg: Config, image: bool) -> dict:
+    if cfg.optimizer == "rmsprop":
+        opt = {"optimizer_class": torch.optim.RMSprop,
+               "optimizer_kwargs": {"alpha": cfg.rmsprop_alpha, "eps": cfg.rmsprop_eps, "centered": True}}
+    else:
+        opt = {"optimizer_class": torch.optim.Adam}
+    if image:  # our torso scales the uint8 frames itself
+        return {"features_extractor_class": PaperTorso, "net_arch": [], "normalize_images": False, **opt}
+    return {"net_arch": [cfg.hidden, cfg.hidden], **opt}
+
+
+def build(cfg: Config, seed: int = 0, device: str = "cpu") -> SB3Agent:
+    if cfg.loss != "huber":
+        raise ValueError("config field 'loss': Stable-Baselines3's DQN has only the Huber loss")
+    env = make_agent_env(cfg.env_id, training=True)
+    image = len(env.observation_space.shape) == 3
+    model = SB3DQN(
+        "CnnPolicy" if image else "MlpPolicy", env, learning_rate=cfg.lr,
+        buffer_size=min(cfg.buffer_size, cfg.total_steps), learning_starts=cfg.learning_starts,
+        batch_size=cfg.batch_size, tau=1.0, gamma=cfg.gamma, train_freq=cfg.train_freq,
+        gradient_steps=cfg.gradient_steps, target_update_interval=cfg.target_update_interval,
+        exploration_fraction=cfg.exploration_steps / cfg.total_steps, exploration_initial_eps=cfg.eps_start,
+        exploration_final_eps=cfg.eps_end, max_grad_norm=math.inf if cfg.max_grad_norm is None else cfg.max_grad_norm,
+        policy_kwargs=policy_kwargs(cfg, image), seed=seed, device=device, verbose=0,
+    )
+    return SB3Agent(model)
+
+
+class _Report(BaseCallback):
+    """Feeds SB3's training games and losses into the harness's log and progress bar."""
+
+    def __init__(self, run, cfg: Config):
+        super().__init__()
+        self.run, self.cfg = run, cfg
+        self.game_return = 0.0
+
+    def _on_step(self) -> bool:
+        step = self.num_timesteps
+        self.game_return += float(self.locals["rewards"][0])
+        info = self.locals["infos"][0]
+        if self.locals["dones"][0] and info.get("game_over", True):
+            self.run.log(step, train_return=self.game_return)
+            self.game_return = 0.0
+        if step > self.cfg.learning_starts and step % self.cfg.log_every == 0:
+            values = self.logger.name_to_value
+            logged = {"loss": values.get("train/loss"), "epsilon": values.get("rollout/exploration_rate")}
+            self.run.log(step, **{k: v for k, v in logged.items() if v is not None})
+        self.run.advance()
+        return True
+
+
+def train(cfg: Config, run) -> SB3Agent:
+    """No mid-run checkpoints or resume: SB3 keeps its own state (and pickles it)."""
+    agent = build(cfg, seed=run.seed, device=str(run.device))
+    run.progress(cfg.total_steps)
+    agent.model.learn(total_timesteps=cfg.total_steps, callback=_Report(run, cfg))
+    return agent

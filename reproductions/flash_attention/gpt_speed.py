@@ -1,0 +1,50 @@
+"""The full tier: GPT-2 (124M) training with our FlashAttention kernels or naive attention
+(the GPT of `reproductions/transformer` with its `attend` extension point), logging tokens/s."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from reproductions.flash_attention.flash import flash_attention
+from reproductions.transformer import lm
+from reproductions.transformer.lm import data_fingerprint, required_data
+
+
+def _triton(q, k, v, mask=None, causal=False):
+    from reproductions.flash_attention.triton_kernel import triton_flash_attention  # needs a GPU (or the interpreter)
+
+    return triton_flash_attention(q, k, v, mask=mask, causal=causal)
+
+
+ATTENTIONS = {**lm.ATTENTIONS, "flash": flash_attention, "triton": _triton}
+
+
+@dataclass
+class Config(lm.Config):
+    attention: str = "triton"
+
+
+def build(cfg: Config) -> lm.LanguageModel:
+    return lm.build(cfg, attentions=ATTENTIONS)
+
+
+def train(cfg: Config, run) -> lm.LanguageModel:
+    start = time.perf_counter()
+    model = lm.train(cfg, run, build(cfg))
+    run.log(cfg.steps, train_tokens_per_s=cfg.steps * cfg.batch_size * cfg.block_size / (time.perf_counter() - start))
+    return model
+
+
+def dry_run_step(model: lm.LanguageModel, cfg: Config) -> dict[str, float]:
+    """One step on a tiny CPU batch. Without a GPU the Triton kernel cannot run, so the step uses
+    the PyTorch tiled kernel of `flash.py` (the same algorithm) in its place."""
+    if cfg.attention == "triton" and not torch.cuda.is_available():
+        for block in model.gpt.blocks:
+            block.attn.attend = flash_attention
+    return lm.dry_run_step(model, cfg)
+
+
+__all__ = ["Config", "build", "train", "data_fingerprint", "dry_run_step", "required_data"]

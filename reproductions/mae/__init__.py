@@ -1,0 +1,5 @@
+"""MAE (arXiv 2111.06377): the paper module the harness loads (`build`, `train`, `Config`)."""
+
+from reproductions.mae.mae import Config, build, data_fingerprint, dry_run_step, required_data, train
+
+__all__ = ["Config", "build", "train", "data_fingerprint", "dry_run_step", "required_data"]

@@ -1,0 +1,5 @@
+"""ViT (arXiv 2010.11929): the paper module the harness loads (`build`, `train`, `Config`)."""
+
+from reproductions.vit.vit import Config, build, data_fingerprint, dry_run_step, required_data, train
+
+__all__ = ["Config", "build", "train", "data_fingerprint", "dry_run_step", "required_data"]

@@ -1,0 +1,212 @@
+"""DQN: its math against direct computations, the Atari pipeline, the evaluator, smoke runs."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gymnasium.wrappers import ClipReward
+
+from evals import cli
+from evals.config import resolve
+from evals.evaluators import resolve_evaluator
+from evals.record import load_record
+from evals.run import Run
+from evals.runner import run_one
+from evals.spec import EvaluatorSpec, load_spec
+from reproductions.common.atari import ConvTorso, is_atari, make_atari
+from reproductions.dqn import dqn
+
+
+def test_q_target_masks_terminals_against_a_loop():
+    torch.manual_seed(0)
+    r, d = torch.randn(6), torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    next_q = torch.randn(6, 3)
+    y = dqn.q_target(r, d, next_q, gamma=0.9)
+    for i in range(6):
+        expected = r[i].item() if d[i] else r[i].item() + 0.9 * max(next_q[i].tolist())
+        assert y[i].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_huber_loss_clips_the_error_in_the_gradient():
+    q = torch.tensor([0.0, 0.0, 0.0], requires_grad=True)
+    y = torch.tensor([0.5, 3.0, -4.0])
+    dqn.td_loss(q, y, "huber").backward()
+    # d/dq of the mean Huber loss: -(y - q) inside [-1, 1], -sign(y - q) outside; divided by n.
+    assert torch.allclose(q.grad, torch.tensor([-0.5, -1.0, 1.0]) / 3)
+    assert dqn.td_loss(q, y, "mse").item() == pytest.approx((0.25 + 9 + 16) / 3)
+    with pytest.raises(ValueError, match="loss"):
+        dqn.td_loss(q, y, "l1")
+
+
+def test_epsilon_is_annealed_linearly_then_fixed():
+    cfg = dqn.Config(eps_start=1.0, eps_end=0.1, exploration_steps=1000)
+    assert dqn.epsilon_at(0, cfg) == 1.0
+    assert dqn.epsilon_at(500, cfg) == pytest.approx(0.55)
+    assert dqn.epsilon_at(1000, cfg) == pytest.approx(0.1)
+    assert dqn.epsilon_at(10**7, cfg) == pytest.approx(0.1)
+
+
+def test_update_moves_q_towards_the_target_and_leaves_the_target_network():
+    torch.manual_seed(0)
+    cfg = dqn.Config(env_id="CartPole-v1", hidden=16, optimizer="adam", lr=1e-2, loss="mse")
+    agent = dqn.build(cfg)
+    learner = dqn.Learner(agent, cfg)
+    batch = {"obs": torch.randn(32, 4), "actions": torch.randint(2, (32,)), "rewards": torch.randn(32),
+             "next_obs": torch.randn(32, 4), "terminated": torch.ones(32)}  # all terminal: y = r
+    before = {k: v.clone() for k, v in agent.q_target.state_dict().items()}
+    first = learner.update(batch)["loss"].item()
+    for _ in range(200):
+        last = learner.update(batch)["loss"].item()
+    assert last < 0.1 * first
+    assert all(torch.equal(v, agent.q_target.state_dict()[k]) for k, v in before.items())
+    learner.sync_target()
+    assert all(torch.equal(v, agent.q.state_dict()[k]) for k, v in agent.q_target.state_dict().items())
+
+
+def test_rmsprop_is_the_default_and_adam_an_option():
+    agent = dqn.build(dqn.Config(env_id="CartPole-v1", hidden=8))
+    assert isinstance(dqn.make_optimizer(agent.q.parameters(), dqn.Config()), torch.optim.RMSprop)
+    assert isinstance(dqn.make_optimizer(agent.q.parameters(), dqn.Config(optimizer="adam")), torch.optim.Adam)
+
+
+# -- the Atari pipeline --------------------------------------------------------------------------
+def test_atari_observations_are_four_stacked_84x84_grey_frames():
+    assert is_atari("ALE/Pong-v5") and not is_atari("CartPole-v1")
+    env = make_atari("ALE/Pong-v5", training=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    obs, *_ = env.step(0)
+    assert obs.shape == (4, 84, 84)
+    env.close()
+    q = dqn.QNetwork((4, 84, 84), 6, hidden=8)
+    assert ConvTorso()(torch.as_tensor(obs).unsqueeze(0)).shape == (1, 256)
+    assert q(torch.zeros(5, 4, 84, 84, dtype=torch.uint8)).shape == (5, 6)
+
+
+def _random_play(env, steps, stop=lambda r, term, info: False, seed=0):
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    rewards = []
+    for _ in range(steps):
+        _, r, term, trunc, info = env.step(int(rng.integers(env.action_space.n)))
+        rewards.append(r)
+        if stop(r, term, info) or trunc:
+            return rewards, term, info
+    return rewards, False, {}
+
+
+def test_training_rewards_are_clipped_and_evaluation_scores_are_not():
+    # Space Invaders pays 5-30 points per alien: random play scores within a few hundred steps.
+    train_env = make_atari("ALE/SpaceInvaders-v5", training=True)
+    eval_env = make_atari("ALE/SpaceInvaders-v5", training=False)
+    clipped, _, _ = _random_play(train_env, 400)
+    raw, _, _ = _random_play(eval_env, 400)
+    assert set(clipped) <= {-1.0, 0.0, 1.0} and 1.0 in clipped
+    assert max(raw) > 1.0
+    assert any(isinstance(w, ClipReward) for w in _wrappers(train_env))
+    assert not any(isinstance(w, ClipReward) for w in _wrappers(eval_env))
+
+
+def _wrappers(env):
+    while hasattr(env, "env"):
+        yield env
+        env = env.env
+
+
+def test_a_lost_life_ends_the_training_episode_but_not_the_game():
+    env = make_atari("ALE/SpaceInvaders-v5", training=True)
+    _, terminated, info = _random_play(env, 3000, stop=lambda r, term, info: term)
+    assert terminated and info["game_over"] is False and info["lives"] == 2
+    frame = info["episode_frame_number"]
+    _, info = env.reset()
+    assert env.unwrapped.ale.lives() == 2
+    assert info["episode_frame_number"] > frame  # the same game went on: no restart
+
+
+# -- the evaluator -------------------------------------------------------------------------------
+class CountingAgent:
+    def __init__(self):
+        self.calls = 0
+
+    def act(self, obs, deterministic=True):
+        self.calls += 1
+        return 0
+
+
+def _evaluator(**options):
+    return resolve_evaluator(EvaluatorSpec(kind="atari_return", **options), "test")
+
+
+def test_evaluator_epsilon_decides_who_acts_and_is_reproducible():
+    cfg = dqn.Config(env_id="CartPole-v1")
+    ev, opts = _evaluator(episodes=3, epsilon=0.0)
+    agent = CountingAgent()
+    res = ev(agent, cfg, opts)
+    assert agent.calls == sum(res.samples["episode_length"])  # epsilon 0: the agent takes every action
+    ev, opts = _evaluator(episodes=3, epsilon=1.0)
+    agent = CountingAgent()
+    first = ev(agent, cfg, opts)
+    assert agent.calls == 0 and first.protocol["epsilon"] == 1.0
+    assert ev(CountingAgent(), cfg, opts).samples == first.samples  # same seeds, same episodes
+    assert first.metrics["best_return"] == max(first.samples["return"])
+
+
+# -- smoke runs through the harness --------------------------------------------------------------
+def smoke(arm, **overrides):
+    return resolve(load_spec("dqn"), "smoke", arm, 1, overrides)
+
+
+@pytest.mark.parametrize("arm", ["ours", "sb3", "ours_pong", "sb3_pong"])
+def test_smoke_runs_write_complete_records(run_opts, arm):
+    rec = load_record(run_one(smoke(arm), run_opts))
+    assert rec.status == "ok", rec.error
+    ev = rec.evaluations[0]
+    assert ev.evaluator == "atari_return" and ev.protocol["epsilon"] == 0.05
+    if arm.endswith("pong"):  # a Pong game outlasts the smoke budget: no whole game in the curves
+        assert ev.protocol["noop_starts"] == "1..30 no-op actions at reset"
+        assert ev.metrics["return"] >= -21
+        assert "reproductions/common/atari.py" in rec.provenance.source_files
+    else:
+        assert "train_return" in rec.curves
+    if arm == "ours":
+        assert "loss" in rec.curves and "reproductions/common/replay.py" in rec.provenance.source_files
+
+
+def test_resume_finishes_with_the_same_result(run_opts, monkeypatch, tmp_path):
+    job = smoke("ours", total_steps=600)
+    whole = load_record(run_one(job, dataclasses.replace(run_opts, checkpoint_every=150)))
+    interrupted = dataclasses.replace(run_opts, checkpoint_every=150, results=tmp_path / "r2", runs=tmp_path / "runs2")
+    calls = {"n": 0}
+    real_advance = Run.advance
+
+    def advance_then_crash(self, n=1, **kw):
+        calls["n"] += 1
+        if calls["n"] == 450:
+            raise KeyboardInterrupt
+        real_advance(self, n, **kw)
+
+    monkeypatch.setattr(Run, "advance", advance_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_one(job, interrupted)
+    monkeypatch.setattr(Run, "advance", real_advance)
+    resumed = load_record(run_one(job, dataclasses.replace(interrupted, resume=True)))
+    values = lambda rec: {k: [(s, v) for s, _, v in pts] for k, pts in rec.curves.items()}  # noqa: E731
+    assert values(resumed) == values(whole)
+    assert resumed.metrics == whole.metrics
+
+
+def test_full_tier_dry_run(capsys):
+    assert cli.main(["reproduce", "dqn", "--tier", "full", "--dry-run", "--arms", "ours_breakout"]) == 0
+    out = capsys.readouterr().out
+    assert "built DQN" in out and "dry run of dqn/full: ok" in out
+
+
+def test_save_load_round_trip(tmp_path):
+    cfg = dqn.Config(env_id="CartPole-v1", hidden=8)
+    a, b = dqn.build(cfg), dqn.build(cfg)
+    a.save(tmp_path / "w.safetensors")
+    b.load(tmp_path / "w.safetensors")
+    obs = np.array([0.1, -0.2, 0.03, 0.4], dtype=np.float32)
+    assert a.act(obs) == b.act(obs) and a.num_parameters() == 4 * 8 + 8 + 8 * 8 + 8 + 8 * 2 + 2

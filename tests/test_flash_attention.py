@@ -1,0 +1,86 @@
+"""FlashAttention: tiled forward and recomputing backward equal naive attention (fp32, 1e-5;
+float64 gradcheck), the Triton kernel in Triton's interpreter, the memory ledger, and the tiled
+kernel inside the GPT."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from reproductions.flash_attention import measure
+from reproductions.flash_attention.flash import flash_attention
+from reproductions.transformer.gpt import GPT, GPTConfig
+from reproductions.transformer.layers import naive_attention
+
+SHAPES = [(1, 1, 1, 1, 16, 8, 8), (2, 3, 37, 37, 16, 16, 8), (1, 2, 50, 83, 32, 32, 16), (2, 2, 64, 64, 64, 128, 128),
+          (1, 4, 129, 200, 8, 64, 32)]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("b,h,n,m,d,bq,bk", SHAPES)
+def test_tiled_attention_equals_naive(b, h, n, m, d, bq, bk, causal):
+    g = torch.Generator().manual_seed(n * m + causal)
+    q, k, v = (torch.randn(b, h, t, d, generator=g, requires_grad=True) for t in (n, m, m))
+    grad = torch.randn(b, h, n, d, generator=g)
+    ours = flash_attention(q, k, v, causal=causal, block_q=bq, block_k=bk)
+    ref = naive_attention(q, k, v, causal=causal)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    for a, r in zip(torch.autograd.grad(ours, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+
+
+def test_backward_passes_gradcheck_in_float64():
+    q, k, v = (torch.randn(1, 1, t, 4, dtype=torch.float64, requires_grad=True) for t in (5, 7, 7))
+    for causal in (False, True):
+        assert torch.autograd.gradcheck(lambda q, k, v: flash_attention(q, k, v, causal=causal, block_q=2, block_k=3),
+                                        (q, k, v))
+
+
+def test_triton_kernel_in_the_interpreter():
+    code = """
+import torch
+from reproductions.flash_attention.triton_kernel import triton_flash_attention
+from reproductions.transformer.layers import naive_attention
+torch.manual_seed(0)
+for causal, n, m in ((False, 40, 40), (True, 50, 70)):
+    q, k, v = (torch.randn(2, 2, t, 16, requires_grad=True) for t in (n, m, m))
+    grad = torch.randn(2, 2, n, 16)
+    ours, ref = triton_flash_attention(q, k, v, causal=causal), naive_attention(q, k, v, causal=causal)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    for a, r in zip(torch.autograd.grad(ours, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+print("triton interpreter ok")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240)
+    assert out.returncode == 0 and "triton interpreter ok" in out.stdout, out.stderr[-3000:]
+
+
+def test_memory_ledger_counts_live_storages():
+    mode = measure.PeakMemory()
+    with mode:
+        a = torch.ones(1000)          # 4,000 bytes
+        b = a * 2                     # + 4,000
+        del a, b
+        c = torch.zeros(250)          # 1,000, after both are freed
+    assert mode.peak == 8000 and mode.live == 1000 and c.numel() == 250
+    cfg = measure.Config(head_dim=16, block=32)
+    naive = [measure.peak_extra_bytes("naive", n, cfg, 0) for n in (128, 256)]
+    tiled = [measure.peak_extra_bytes("tiled", n, cfg, 0) for n in (128, 256)]
+    assert naive[1] / naive[0] > 3.5 and tiled[1] / tiled[0] < 2.5  # quadratic vs linear
+    assert naive[0] >= 2 * 128 * 128 * 4  # scores and probabilities, kept for backward
+
+
+def test_gpt_with_tiled_attention_equals_sdpa():
+    cfg = GPTConfig(vocab_size=30, block_size=40, n_layer=2, n_head=2, n_embd=32)
+    torch.manual_seed(0)
+    ref = GPT(cfg).eval()
+    ours = GPT(cfg, attend=lambda q, k, v, mask=None, causal=False: flash_attention(q, k, v, causal=causal,
+                                                                                       block_q=8, block_k=8)).eval()
+    ours.load_state_dict(ref.state_dict())
+    idx = torch.randint(30, (2, 40))
+    torch.testing.assert_close(ours(idx)[0], ref(idx)[0], atol=1e-5, rtol=1e-5)
+    prompt = idx[:, :6]
+    assert torch.equal(ours.generate(prompt, 20), ref.generate(prompt, 20))  # with the KV cache: queries < keys

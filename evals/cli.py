@@ -107,7 +107,9 @@ def _summary(paper: str, tier: str, paths: list[Path]) -> str:
     spec = load_spec(paper)
     t = get_tier(spec, tier)
     records = [load_record(p) for p in paths]
-    targets, arms = evaluate_tier(t, records)
+    _, arms = evaluate_tier(t, records)
+    # Targets may span arms this invocation did not run: test them over all current records.
+    targets = tier_status(spec, tier, load_records(paper, tier, paths[0].parents[2] if paths else RESULTS)).targets
     rows = []
     for arm in t.arms:
         recs = [r for r in records if r.arm == arm]
@@ -124,6 +126,8 @@ def _summary(paper: str, tier: str, paths: list[Path]) -> str:
             row["problems"] = "; ".join(bad)
         rows.append(row)
     lines = ["", f"{paper} / {tier}: mean and 95% bootstrap CI over seeds", _table(rows)]
+    if targets:
+        lines.append(f"targets over all current records of {paper}/{tier}:")
     for tr in targets:
         lines.append(f"{'MET    ' if tr.met else 'NOT MET'} {tr.expr} [{tr.test}]: {tr.detail}")
     lines.append("records: " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in paths))

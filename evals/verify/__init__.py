@@ -44,7 +44,7 @@ def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bo
         return rep
     checks.check_place(rec, path, opts, rep)
     found = checks.check_spec(rec, rep)
-    checks.check_provenance(rec, opts, rep)
+    checks.check_provenance(rec, path, opts, rep)
     checks.check_metrics(rec, rep)
     checks.check_curves(rec, rep)
     checks.check_times(rec, rep)
@@ -99,6 +99,17 @@ def status_lines(reports: list[RecordReport], known: list[Known]) -> list[str]:
     return lines
 
 
+def _guarded(path: Path, opts: VerifyOptions, known: list[Known], rerun: bool) -> RecordReport:
+    """One record's report; a crash of the checks themselves is reported, not raised, so that it
+    cannot hide the other records' reports."""
+    try:
+        return verify_record(path, opts, known, rerun)
+    except Exception as e:  # noqa: BLE001
+        rep = RecordReport(path)
+        rep.fail("verify", "(record)", f"the checks crashed: {type(e).__name__}: {e}")
+        return rep
+
+
 def verify(paths: list[Path], opts: VerifyOptions = VerifyOptions(), sample: int = 0,
            today: date | None = None) -> Report:
     """Verify `paths`; with `sample`, re-execute / re-evaluate only a rotating sample of them."""
@@ -106,7 +117,7 @@ def verify(paths: list[Path], opts: VerifyOptions = VerifyOptions(), sample: int
     paths = [Path(p) for p in paths]
     known = index(sorted({p.resolve() for p in [*all_records(opts), *paths]}))
     rerun = set(rotating_sample(paths, sample, today)) if sample else set(paths)
-    report = Report([verify_record(p, opts, known, opts.rerun and p in rerun) for p in paths])
+    report = Report([_guarded(p, opts, known, opts.rerun and p in rerun) for p in paths])
     report.status = status_lines(report.records, known)
     report.elapsed_s = time.perf_counter() - t0
     return report

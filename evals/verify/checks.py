@@ -19,7 +19,7 @@ from evals.evaluators import resolve_evaluator
 from evals.record import MAX_CURVE_POINTS, Record, RecordError, load_record
 from evals.runner import _own_target_checks
 from evals.spec import SpecError, Spec, Tier, load_spec
-from evals.verify.repo import VerifyOptions, has_commit, is_ancestor, read_at
+from evals.verify.repo import VerifyOptions, added_in, has_commit, is_ancestor, read_at
 from evals.verify.report import RecordReport
 
 MAX_RECORD_BYTES = 2 * 1024 * 1024
@@ -115,7 +115,16 @@ def check_config(rec: Record, spec: Spec, rep: RecordReport) -> None:
 
 
 # -- 2. provenance --------------------------------------------------------------------------
-def check_provenance(rec: Record, opts: VerifyOptions, rep: RecordReport) -> None:
+def _hash_at(module: str, opts: VerifyOptions, rev: str) -> tuple[str | None, list[str]]:
+    files = provenance.source_files(module, read=lambda rel: read_at(opts.repo, rev, rel))
+    return (provenance.hash_files(files) if files else None), sorted(files)
+
+
+def check_provenance(rec: Record, path: Path, opts: VerifyOptions, rep: RecordReport) -> None:
+    """The revision is a commit in the history of HEAD, and the paper's source files at that
+    revision hash to the record's source_hash. A run made from uncommitted code (git_dirty) whose
+    code was committed together with the record passes too, with a warning naming that commit:
+    either way the code that made the numbers is in the history, for anyone to check out."""
     p = rec.provenance
     rev = p.git_revision
     if not rev:
@@ -126,24 +135,31 @@ def check_provenance(rec: Record, opts: VerifyOptions, rep: RecordReport) -> Non
     elif not is_ancestor(opts.repo, rev):
         rep.fail("provenance", "provenance.git_revision", f"{rev} is not in the history of HEAD")
     else:
-        files = provenance.source_files(rec.module, read=lambda rel: read_at(opts.repo, rev, rel))
-        dirty = (" The run was made from a work tree with uncommitted changes (provenance.git_dirty): "
-                 "commit the code, then run." if p.git_dirty else "")
-        if not files:
-            rep.fail("provenance", "module", f"{rec.module!r} does not exist at revision {rev[:12]}.{dirty}")
-        elif provenance.hash_files(files) != p.source_hash:
+        at_rev, files = _hash_at(rec.module, opts, rev)
+        added = added_in(opts.repo, path) if p.git_dirty and at_rev != p.source_hash else None
+        if added and _hash_at(rec.module, opts, added)[0] == p.source_hash:
+            rep.warn("provenance", "provenance.git_revision", f"made from uncommitted code on top of {rev[:12]}; "
+                                                              f"that code was committed with the record in {added[:12]}")
+        elif at_rev is None:
+            rep.fail("provenance", "module", f"{rec.module!r} does not exist at revision {rev[:12]}.{_dirty(p.git_dirty)}")
+        elif at_rev != p.source_hash:
             rep.fail("provenance", "provenance.source_hash",
                      f"{p.source_hash[:12]}… is not the hash of {rec.module}'s source files at {rev[:12]} "
-                     f"({provenance.hash_files(files)[:12]}…).{dirty}")
-        elif sorted(files) != sorted(p.source_files):
+                     f"({at_rev[:12]}…).{_dirty(p.git_dirty)}")
+        elif files != sorted(p.source_files):
             rep.fail("provenance", "provenance.source_files", f"{p.source_files}, but the module's files at "
-                                                              f"{rev[:12]} are {sorted(files)}")
+                                                              f"{rev[:12]} are {files}")
     missing = [name for name in REQUIRED_PACKAGES if not p.packages.get(name)]
     if missing:
         rep.fail("provenance", "provenance.packages", f"no version recorded for {', '.join(missing)}")
     if rec.status == "ok" and not HEX64.match(p.checkpoint_sha256 or ""):
         rep.fail("provenance", "provenance.checkpoint_sha256", f"{p.checkpoint_sha256!r} is not a sha256: "
                                                                "a finished run names its checkpoint")
+
+
+def _dirty(dirty: bool) -> str:
+    return (" The run was made from uncommitted code (provenance.git_dirty): commit the code, then run; or "
+            "commit the record in the same commit as the code that made it." if dirty else "")
 
 
 # -- 3. consistency -------------------------------------------------------------------------

@@ -47,6 +47,16 @@ def read_at(repo: Path, rev: str, relpath: str) -> bytes | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def added_in(repo: Path, path: Path) -> str | None:
+    """The commit that added a file to the history of HEAD, None if it was never committed."""
+    try:
+        rel = path.resolve().relative_to(repo.resolve()).as_posix()
+    except ValueError:
+        return None
+    shas = git(repo, "log", "--diff-filter=A", "--format=%H", "--", rel).stdout.split()
+    return shas[-1].decode() if shas else None
+
+
 def _lines(out: subprocess.CompletedProcess, what: str) -> list[str]:
     if out.returncode != 0:
         raise SelectionError(f"{what}: {out.stderr.decode().strip() or 'git failed'}")
@@ -84,6 +94,6 @@ def rotating_sample(paths: list[Path], n: int, today: date | None = None) -> lis
     (ceil(len / n) weeks for all of them)."""
     if n <= 0 or n >= len(paths):
         return list(paths)
-    week = (today or date.today()).toordinal() // 7
+    week = ((today or date.today()).toordinal() - 1) // 7  # ordinal 1 is a Monday: weeks run Monday to Sunday
     start = (week * n) % len(paths)
     return [paths[(start + i) % len(paths)] for i in range(n)]

@@ -8,12 +8,9 @@ from pathlib import Path
 
 from evals.spec import ROOT
 
-CHECKS = ("schema", "provenance", "consistency", "re-execution", "re-evaluation", "history", "stale")
-
-
 @dataclass(frozen=True)
 class Finding:
-    check: str   # one of CHECKS
+    check: str   # schema, provenance, consistency, re-execution, re-evaluation, history, stale, verify
     field: str   # the record's field, dotted ("provenance.source_hash", "curves.train_return")
     reason: str
 

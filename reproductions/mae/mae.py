@@ -248,11 +248,8 @@ def build(cfg: Config) -> MAE:
 def pretrain(model: MAE, ds: Dataset, cfg: Config, run) -> None:
     """Section 3 on unlabeled images: AdamW (beta2 0.95), warm-up then cosine decay."""
     data_cfg = dataclasses.replace(cfg, batch_size=cfg.pretrain_batch_size, random_shift=cfg.pretrain_shift)
-    params = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(("probe", "encoder.head"))]
-    decay = [p for p in params if p.ndim >= 2 and p is not model.mask_token and p is not model.encoder.cls_token]
-    no_decay = [p for p in params if all(p is not q for q in decay)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.pretrain_weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.pretrain_lr, betas=(0.9, cfg.pretrain_beta2))
+    groups = classify.param_groups(model, cfg.pretrain_weight_decay, exclude=("probe", "encoder.head"))
+    opt = torch.optim.AdamW(groups, lr=cfg.pretrain_lr, betas=(0.9, cfg.pretrain_beta2))
     parts = {"model": model, "opt": opt}
     step = 0
     resumed = run.resume_state()

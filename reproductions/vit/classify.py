@@ -55,9 +55,8 @@ def channels(cfg: TrainConfig) -> int:
     return CHANNELS[cfg.dataset]
 
 
-def training_set(cfg: TrainConfig, n: int | None = None) -> Dataset:
-    return image_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root, cfg.n_train if n is None else n,
-                         augment=True)
+def training_set(cfg: TrainConfig) -> Dataset:
+    return image_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root, cfg.n_train, augment=True)
 
 
 def learning_rate(step: int, peak: float, warmup_steps: int, total_steps: int, decay: str = "cosine") -> float:
@@ -72,11 +71,12 @@ def learning_rate(step: int, peak: float, warmup_steps: int, total_steps: int, d
     raise ValueError(f"config field 'lr_decay': {decay!r} is not 'cosine' or 'linear'")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices and kernels; none on biases, norms, tokens and position embeddings."""
+def param_groups(model: nn.Module, weight_decay: float, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """Weight decay on matrices and kernels; none on biases, norms, tokens and position embeddings.
+    Parameters whose names start with one of `exclude` (or that are frozen) are left out."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or name.startswith(exclude):
             continue
         skip = p.ndim < 2 or name.endswith(("_token", "pos_embed"))
         (no_decay if skip else decay).append(p)

@@ -47,13 +47,15 @@ def generate(write: Writer, specs: list[Spec], results: Path, readmes: Path, rep
 def draw_plots(papers: list[Paper]) -> dict[str, dict[str, list[CurvePlot]]]:
     """paper -> tier -> its learning-curve figures. The smoke tier checks the code path in seconds:
     its curves say nothing, so none is drawn. Drawing is most of a large build's time, so it runs
-    in forked worker processes when there is enough of it and the process has no other thread
-    (`mkdocs serve` has some: forking those is unsafe, so it draws in turn)."""
+    in worker processes when there is enough of it. They are forked when this process has no
+    other thread; when it has (`mkdocs serve`, a TensorBoard writer), forking could copy a lock
+    held by another thread, so they start from a fork server instead."""
     jobs = [(p.spec.id, name, view.tier, view.status.records) for p in papers for name, view in p.tiers.items()
             if name != "smoke" and view.tier is not None and view.status.records]
     workers = min(os.cpu_count() or 1, 4)
-    if workers > 1 and len(jobs) >= PARALLEL_FROM and threading.active_count() == 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    if workers > 1 and len(jobs) >= PARALLEL_FROM:
+        start = "fork" if threading.active_count() == 1 else "forkserver"
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
             drawn = list(pool.map(tier_plots, [j[2] for j in jobs], [j[3] for j in jobs]))
     else:
         drawn = [tier_plots(tier, records) for _, _, tier, records in jobs]

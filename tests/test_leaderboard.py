@@ -295,7 +295,8 @@ def test_every_paper_with_no_results_at_all(tmp_path):
     assert set(static_files(tmp_path / "no-results")) == {"javascripts/mermaid.min.js"}
 
 
-def test_plots_drawn_in_worker_processes_match_those_drawn_in_turn(tmp_path, spec, monkeypatch):
+@pytest.mark.parametrize("other_thread", [False, True], ids=["forked", "fork-server"])
+def test_plots_drawn_in_worker_processes_match_those_drawn_in_turn(tmp_path, spec, monkeypatch, other_thread):
     import threading
 
     from leaderboard import generate as gen
@@ -306,10 +307,14 @@ def test_plots_drawn_in_worker_processes_match_those_drawn_in_turn(tmp_path, spe
     papers = collect([spec, other], tmp_path)
     monkeypatch.setattr(gen, "PARALLEL_FROM", 10**9)
     in_turn = gen.draw_plots(papers)
-    assert threading.active_count() == 1  # else the pool would not be used below
     monkeypatch.setattr(gen, "PARALLEL_FROM", 1)
     monkeypatch.setattr(gen.os, "cpu_count", lambda: 2)
+    contexts = []
+    real_context = gen.multiprocessing.get_context
+    monkeypatch.setattr(gen.multiprocessing, "get_context", lambda m: contexts.append(m) or real_context(m))
+    monkeypatch.setattr(gen.threading, "active_count", lambda: 2 if other_thread else 1)
     pooled = gen.draw_plots(papers)
+    assert contexts == ["forkserver" if other_thread else "fork"]
     assert {p: {t: [f.png for f in fs] for t, fs in d.items()} for p, d in pooled.items()} == \
         {p: {t: [f.png for f in fs] for t, fs in d.items()} for p, d in in_turn.items()}
     assert sorted(pooled) == ["demo", "other"] and len(pooled["demo"]["mini"]) == 2

@@ -27,7 +27,8 @@ from evals.status import current_source_hash, tier_status
 from evals.verify import VerifyOptions, verify
 from evals.verify.checks import MAX_RECORD_BYTES
 from evals.verify.repo import changed_records, rotating_sample
-from evals.verify.rerun import mean_difference_ci, safetensors_problem
+from evals.verify.report import RecordReport
+from evals.verify.rerun import compare_curves, mean_difference_ci, safetensors_problem
 from tests.factories import make_record
 
 
@@ -331,6 +332,21 @@ def test_missing_checkpoint_fails_the_full_record(full_work):
     path = write_record(rec, opts.results)
     report = verify([path], dataclasses.replace(opts, checkpoints=None))
     rejected_for(report, path, "re-evaluation", "provenance.checkpoint_sha256", "checkpoint not found")
+
+
+def test_curve_comparison_allows_thinning_but_no_change():
+    def make(curves):
+        return make_record().model_copy(update={"curves": curves})
+
+    opts = VerifyOptions()
+    fresh = make({"r": [(100, 1.0, 12.0), (100, 1.1, 31.0), (200, 2.0, 5.0), (300, 3.0, 7.0)]})
+    thinned = make({"r": [(100, 9.0, 31.0), (300, 9.0, 7.0 * (1 + 1e-4))]})  # walls never compared
+    rep = RecordReport(Path("x.json"))
+    assert compare_curves(thinned, fresh, opts, rep, "") == 2 and not rep.failures
+    changed = make({"r": [(100, 1.0, 12.0), (100, 1.1, 31.0), (200, 2.0, 5.01)]})
+    assert compare_curves(changed, fresh, opts, rep, "") == 2
+    assert [(f.check, f.field) for f in rep.failures] == [("re-execution", "curves.r")]
+    assert "step 200: recorded [5.01], re-executed [5.0]" in rep.failures[0].reason
 
 
 def test_safetensors_sniffing(tmp_path):

@@ -6,6 +6,10 @@ datasets on disk), its held-out split (digits and shapes: `test`; CIFAR-10: `tes
 trained thing's `predict_logits(images)` (images float N x C x H x W in [0, 1]). Top-1 accuracy,
 and top-k (k = 5) where there are more than k classes. Every image's correctness is kept in
 `samples`, so the accuracy recomputes from the record.
+
+A trained thing with more than one classifier (MAE: the fine-tuned model and the linear probe on
+the pre-trained features) names the others' methods: `method: probe_logits, prefix: linear_`
+reports `linear_accuracy` from `agent.probe_logits`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class ClassificationOptions(BaseModel):
     n: int = Field(0, ge=0)      # shapes: images drawn for the split (0: 2,000); others: the first n (0: all)
     batch_size: int = Field(256, ge=1)
     top_k: int = Field(5, ge=2)
+    method: str = "predict_logits"
+    prefix: str = ""             # prepended to the metric and sample names
 
 
 @register("classification", version=1, options=ClassificationOptions)
@@ -33,20 +39,24 @@ def classification(agent, config, options: ClassificationOptions) -> EvalResult:
     ds = image_dataset(config.dataset, split, config.image_size, getattr(config, "data_root", None), options.n)
     loader = DataLoader(ds, batch_size=options.batch_size, shuffle=False, num_workers=getattr(config, "workers", 0)
                         if not isinstance(ds, torch.utils.data.TensorDataset) else 0)
+    predict = getattr(agent, options.method, None)
+    if predict is None:
+        raise ValueError(f"classification: the trained {type(agent).__name__} has no method {options.method!r}")
     top1, topk, n_classes = [], [], 0
     for x, y in loader:
-        logits = agent.predict_logits(x).float().cpu()
+        logits = predict(x).float().cpu()
         n_classes = logits.shape[1]
         top1 += (logits.argmax(-1) == y).float().tolist()
         if n_classes > options.top_k:
             topk += (logits.topk(options.top_k, dim=-1).indices == y[:, None]).any(-1).float().tolist()
     if not top1:
         raise ValueError(f"classification: the {config.dataset} {split} split is empty")
-    metrics = {"accuracy": sum(top1) / len(top1)}
-    samples = {"correct": top1}
+    pre = options.prefix
+    metrics = {f"{pre}accuracy": sum(top1) / len(top1)}
+    samples = {f"{pre}correct": top1}
     if topk:
-        metrics[f"top{options.top_k}_accuracy"] = sum(topk) / len(topk)
-        samples[f"correct_top{options.top_k}"] = topk
+        metrics[f"{pre}top{options.top_k}_accuracy"] = sum(topk) / len(topk)
+        samples[f"{pre}correct_top{options.top_k}"] = topk
     n_requested = options.n or (SHAPES_DEFAULT_N[split] if config.dataset == "shapes" else 0)
     return EvalResult(
         evaluator="classification",
@@ -62,6 +72,6 @@ def classification(agent, config, options: ClassificationOptions) -> EvalResult:
             "classes": n_classes,
             "data_fingerprint": fingerprint(ds),
             "preprocessing": "resize to size/0.875, centre crop" if config.dataset == "imagenet" else "none (images in [0, 1])",
-            "prediction": "arg-max of predict_logits, no test-time augmentation",
+            "prediction": f"arg-max of {options.method}, no test-time augmentation",
         },
     )

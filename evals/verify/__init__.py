@@ -25,7 +25,7 @@ from evals.status import staleness, tier_status
 from evals.verify import checks
 from evals.verify.across import Known, check_across, index
 from evals.verify.repo import SelectionError, VerifyOptions, all_records, changed_records, rotating_sample
-from evals.verify.report import RecordReport, Report
+from evals.verify.report import RecordReport, Report, shown
 from evals.verify.rerun import reevaluate, reexecute
 
 __all__ = ["VerifyOptions", "verify", "add_parser"]
@@ -111,13 +111,18 @@ def _guarded(path: Path, opts: VerifyOptions, known: list[Known], rerun: bool) -
 
 
 def verify(paths: list[Path], opts: VerifyOptions = VerifyOptions(), sample: int = 0,
-           today: date | None = None) -> Report:
-    """Verify `paths`; with `sample`, re-execute / re-evaluate only a rotating sample of them."""
+           today: date | None = None, progress: bool = False) -> Report:
+    """Verify `paths`; with `sample`, re-execute / re-evaluate only a rotating sample of them.
+    `progress` says on stderr which record is being checked (re-runs take a while)."""
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
     known = index(sorted({p.resolve() for p in [*all_records(opts), *paths]}))
     rerun = set(rotating_sample(paths, sample, today)) if sample else set(paths)
-    report = Report([_guarded(p, opts, known, opts.rerun and p in rerun) for p in paths])
+    report = Report()
+    for i, p in enumerate(paths):
+        if progress:
+            print(f"verify: [{i + 1}/{len(paths)}] {shown(p)}", file=sys.stderr, flush=True)
+        report.records.append(_guarded(p, opts, known, opts.rerun and p in rerun))
     report.status = status_lines(report.records, known)
     report.elapsed_s = time.perf_counter() - t0
     return report
@@ -149,7 +154,7 @@ def cmd_verify(args) -> None:
     except SelectionError as e:
         print(f"repro: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    report = verify(paths, opts, args.sample, date.today() if args.rotate_by_date else date.min)
+    report = verify(paths, opts, args.sample, date.today() if args.rotate_by_date else date.min, progress=True)
     _history(report, opts, edited, args.base)
     print(report.as_json() if args.json else report.text())
     if not report.ok:

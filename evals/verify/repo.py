@@ -67,6 +67,8 @@ def changed_records(opts: VerifyOptions, base: str) -> tuple[list[Path], list[tu
     """Records that differ from `base`: committed since the merge base (`git diff base...HEAD`),
     and modified or untracked in the work tree. Returns (paths to verify, [(path, A|M|D)] of the
     changes to records that `base` already had, which are never allowed)."""
+    if not opts.results.resolve().is_relative_to(opts.repo.resolve()):
+        raise SelectionError(f"{opts.results} is not inside the repository {opts.repo}: name the records to verify")
     results = opts.results.resolve().relative_to(opts.repo.resolve()).as_posix()
     spec = f"{results}/"
     changes: dict[str, str] = {}

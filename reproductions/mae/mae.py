@@ -12,10 +12,11 @@ Section 3 of the paper, top to bottom:
 - the loss is the mean squared error on the removed patches only, against the pixels or (the
   paper's default, `norm_pix_loss`) against each patch normalised by its own mean and variance.
 
-After pre-training on unlabeled images the encoder is evaluated as the paper does (Section 4):
-by a linear probe (frozen features, BatchNorm without affine, a linear classifier) or by
-fine-tuning the whole encoder with a linear head (layer-wise learning-rate decay, label
-smoothing). With `pretrain_steps = 0` the fine-tuning arm is the same ViT trained from scratch.
+After pre-training on unlabeled images the encoder is evaluated both ways the paper does
+(Section 4): by a linear probe on a frozen copy of it (BatchNorm without affine, a linear
+classifier: `probe_logits`) and by fine-tuning the whole encoder with a linear head (layer-wise
+learning-rate decay, label smoothing: `predict_logits`). With `pretrain_steps = 0` the same run
+is the ViT trained from scratch (and a linear probe of its random initial features).
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from reproductions.common.training import restore, snapshot
 from reproductions.vit import classify, vit
 from reproductions.vit.model import Block, ViT, init_weights, patchify, unpatchify
 
-PROTOCOLS = ("finetune", "linear")
-
 
 @dataclass
 class Config(vit.Config):
@@ -43,7 +42,8 @@ class Config(vit.Config):
     pre-training 1600 epochs (Table 3's ViT-B) at batch 4096, AdamW beta2 0.95, lr 1.5e-4 x 4096/256, weight decay
     0.05, 40 warm-up epochs; fine-tuning 100 epochs at batch 1024, lr 5e-4 x 1024/256, layer decay
     0.65, weight decay 0.05, 5 warm-up epochs, label smoothing 0.1. The inherited `steps`, `lr`,
-    `batch_size`, ... are the fine-tuning (or linear-probe) phase's; `n_train` its labeled examples."""
+    `batch_size`, ... are the fine-tuning phase's; `n_train` the labeled examples of fine-tuning
+    and probing."""
 
     # the ViT encoder (the inherited fields, with MAE's choices)
     dropout: float = 0.0
@@ -56,10 +56,10 @@ class Config(vit.Config):
     weight_decay: float = 0.05
     warmup_steps: int = 6_256              # 5 epochs
     label_smoothing: float = 0.1
+    grad_clip: float = 0.0                 # the authors' fine-tuning does not clip
     layer_decay: float = 0.65
-    protocol: str = "finetune"             # finetune | linear
-    # linear probe (on frozen features, full batch)
-    probe_steps: int = 1_000
+    # linear probe (on frozen features, full batch; 0: none)
+    probe_steps: int = 0
     probe_lr: float = 0.01
     # pre-training
     mask_ratio: float = 0.75
@@ -131,14 +131,13 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 class MAE(nn.Module):
-    """The pre-training model (encoder + decoder) and the classifier made from its encoder: the
-    trained thing, whose `predict_logits` uses the head its `protocol` trained."""
+    """The pre-training model (encoder + decoder) and the two classifiers made from its encoder:
+    the trained thing. `predict_logits`: the fine-tuned encoder; `probe_logits`: the linear probe
+    on `probe_encoder`, a frozen copy of the encoder as pre-training left it."""
 
     def __init__(self, cfg: Config):
         super().__init__()
-        if cfg.protocol not in PROTOCOLS:
-            raise ValueError(f"config field 'protocol': {cfg.protocol!r} is not one of {PROTOCOLS}")
-        self.protocol, self.mask_ratio, self.norm_pix = cfg.protocol, cfg.mask_ratio, cfg.norm_pix_loss
+        self.mask_ratio, self.norm_pix = cfg.mask_ratio, cfg.norm_pix_loss
         self.encoder: ViT = vit.build(cfg)
         grid = cfg.image_size // cfg.patch_size
         self.encoder.pos_embed.data.copy_(sincos_pos_embed(cfg.dim, grid))
@@ -151,11 +150,13 @@ class MAE(nn.Module):
                                             for _ in range(cfg.decoder_depth))
         self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(cfg.decoder_dim, p * p * c)
-        # the linear probe: BatchNorm without affine parameters, then a linear classifier
-        self.probe_norm = nn.BatchNorm1d(cfg.dim, affine=False, eps=1e-6)
-        self.probe = nn.Linear(cfg.dim, self.encoder.head.out_features)
-        for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred, self.probe):
+        for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             init_weights(m)
+        if cfg.probe_steps:  # the linear probe: BatchNorm without affine parameters, then a linear classifier
+            self.probe_encoder = vit.build(cfg).requires_grad_(False)
+            self.probe_norm = nn.BatchNorm1d(cfg.dim, affine=False, eps=1e-6)
+            self.probe = nn.Linear(cfg.dim, self.encoder.head.out_features)
+            init_weights(self.probe)
         nn.init.normal_(self.mask_token, std=0.02)
 
     # -- pre-training -----------------------------------------------------------------------
@@ -195,20 +196,19 @@ class MAE(nn.Module):
         recon = unpatchify(true * (1 - m) + pred * m, p, c)
         return ((masked + 1) / 2).clamp(0, 1), ((recon + 1) / 2).clamp(0, 1)
 
-    # -- the classifier -----------------------------------------------------------------------
+    # -- the classifiers ----------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.protocol == "linear":
-            return self.probe(self.probe_norm(self.encoder.features(images)))
         return self.encoder(images)
 
     @torch.no_grad()
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        try:
-            return self(images.to(self.mask_token.device))
-        finally:
-            self.train(was_training)
+        return self.encoder.predict_logits(images)
+
+    @torch.no_grad()
+    def probe_logits(self, images: torch.Tensor) -> torch.Tensor:
+        self.probe_encoder.eval()
+        self.probe_norm.eval()
+        return self.probe(self.probe_norm(self.probe_encoder.features(images.to(self.mask_token.device))))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -294,21 +294,25 @@ def save_reconstructions(model: MAE, ds: Dataset, n: int, path, seed: int) -> No
 
 
 @torch.no_grad()
-def encoder_features(model: MAE, ds: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
+def encoder_features(encoder: ViT, ds: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    was_training = encoder.training
+    encoder.eval()
+    device = encoder.cls_token.device
     feats, labels = [], []
     for x, y in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        feats.append(model.encoder.features(x.to(model.mask_token.device)))
-        labels.append(y.to(model.mask_token.device))
-    model.train()
+        feats.append(encoder.features(x.to(device)))
+        labels.append(y.to(device))
+    encoder.train(was_training)
     return torch.cat(feats), torch.cat(labels)
 
 
 def linear_probe(model: MAE, ds: Dataset, cfg: Config, run, step_offset: int) -> None:
-    """Section 4 / Appendix A.1's linear probing on frozen features: BatchNorm without affine
-    (here at its converged statistics, the features' mean and variance over the labeled set),
-    then a linear classifier trained by full-batch AdamW without weight decay."""
-    feats, labels = encoder_features(model, ds)
+    """Section 4 / Appendix A.1's linear probing on frozen features: the encoder is copied as it
+    is now into `probe_encoder`; BatchNorm without affine (here at its converged statistics, the
+    features' mean and variance over the labeled set), then a linear classifier trained by
+    full-batch AdamW without weight decay."""
+    model.probe_encoder.load_state_dict(model.encoder.state_dict())
+    feats, labels = encoder_features(model.probe_encoder, ds)
     model.probe_norm.running_mean.copy_(feats.mean(0))
     model.probe_norm.running_var.copy_(feats.var(0))
     model.probe_norm.eval()
@@ -327,22 +331,22 @@ def linear_probe(model: MAE, ds: Dataset, cfg: Config, run, step_offset: int) ->
 
 
 def train(cfg: Config, run) -> MAE:
+    """Pre-training (Section 3), then the linear probe on the frozen encoder, then fine-tuning."""
     model = build(cfg).to(run.device)
     labeled = classify.training_set(cfg)
-    second = cfg.probe_steps if cfg.protocol == "linear" else cfg.steps
-    run.progress(cfg.pretrain_steps + second)
+    run.progress(cfg.pretrain_steps + cfg.probe_steps + cfg.steps)
     resumed = run.resume_state()
-    if cfg.pretrain_steps > 0 and (resumed is None or resumed["phase"] == "pretrain"):
-        unlabeled = image_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root, cfg.n_unlabeled, augment=True)
-        pretrain(model, unlabeled, cfg, run)
-        save_reconstructions(model, unlabeled, cfg.reconstructions, run.dir / "reconstructions.png", run.seed)
+    if resumed is None or resumed["phase"] == "pretrain":
+        if cfg.pretrain_steps > 0:
+            unlabeled = image_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root, cfg.n_unlabeled, augment=True)
+            pretrain(model, unlabeled, cfg, run)
+            save_reconstructions(model, unlabeled, cfg.reconstructions, run.dir / "reconstructions.png", run.seed)
+        if cfg.probe_steps:
+            linear_probe(model, labeled, cfg, run, cfg.pretrain_steps)
     model.encoder.pos_embed.requires_grad_(True)
-    if cfg.protocol == "linear":
-        linear_probe(model, labeled, cfg, run, cfg.pretrain_steps)
-    else:
-        groups = layer_decay_groups(model.encoder, cfg.weight_decay, cfg.layer_decay)
-        classify.fit(model, labeled, cfg, run, groups=groups, prefix="finetune_", step_offset=cfg.pretrain_steps)
-    return model
+    groups = layer_decay_groups(model.encoder, cfg.weight_decay, cfg.layer_decay)
+    return classify.fit(model, labeled, cfg, run, groups=groups, prefix="finetune_",
+                        step_offset=cfg.pretrain_steps + cfg.probe_steps)
 
 
 def dry_run_step(model: MAE, cfg: Config) -> dict[str, float]:

@@ -2,6 +2,11 @@
 
 An evaluator is a function `(agent, config, options) -> EvalResult` registered with its name,
 its version (bumped by any change that alters results) and a pydantic model of its options.
+
+A summary metric is checkable from the record alone when it is the mean of the samples of its own
+name; an evaluator whose metrics are derived otherwise (an accuracy from per-image correctness,
+BLEU from n-gram counts, a slope fitted to measurements) registers `derive`, which recomputes
+them from a result's samples and protocol, so `repro verify` can check those too.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Evaluator:
     version: int
     options: type[BaseModel]
     fn: Callable[[Any, Any, BaseModel], EvalResult]
+    derive: Callable[[EvalResult], dict[str, float]] | None = None
 
     def __call__(self, agent, config, options: BaseModel) -> EvalResult:
         return self.fn(agent, config, options)
@@ -32,9 +38,10 @@ class Evaluator:
 REGISTRY: dict[str, Evaluator] = {}
 
 
-def register(name: str, version: int, options: type[BaseModel]):
+def register(name: str, version: int, options: type[BaseModel],
+             derive: Callable[[EvalResult], dict[str, float]] | None = None):
     def deco(fn):
-        REGISTRY[name] = Evaluator(name, version, options, fn)
+        REGISTRY[name] = Evaluator(name, version, options, fn, derive)
         return fn
 
     return deco
@@ -58,3 +65,12 @@ def _load_builtin() -> None:
     """Import every module of this package once; each registers its evaluators."""
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
+
+
+def derived_metrics(result: EvalResult) -> dict[str, float]:
+    """The metrics of `result` that its evaluator recomputes from the samples and protocol (none
+    for an evaluator without `derive`). Raises KeyError / ValueError when the samples it needs
+    are missing or malformed."""
+    _load_builtin()
+    ev = REGISTRY.get(result.evaluator)
+    return ev.derive(result) if ev is not None and ev.derive is not None else {}

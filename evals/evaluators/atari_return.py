@@ -49,7 +49,11 @@ def play(env: gym.Env, act, seeds: list[int], epsilon: float, rng: np.random.Gen
     return returns, lengths
 
 
-@register("atari_return", version=VERSION, options=AtariReturnOptions)
+def derive(result: EvalResult) -> dict[str, float]:
+    return {"best_return": max(result.samples["return"])} if result.samples else {}
+
+
+@register("atari_return", version=VERSION, options=AtariReturnOptions, derive=derive)
 def atari_return(agent, config, options: AtariReturnOptions) -> EvalResult:
     atari = is_atari(config.env_id)
     env = make_atari(config.env_id, training=False, noop_max=options.noop_max) if atari else make_env(config.env_id)

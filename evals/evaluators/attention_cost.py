@@ -6,7 +6,9 @@ tokens per second, forward + backward) and reports: the growth exponent of memor
 method (least-squares slope of log memory on log N: 2 is quadratic, 1 linear), memory at the
 largest N and the naive/tiled ratio there, tokens/s per method at the largest timed N and the
 tiled method's speed relative to each baseline, and the agent's largest error against naive
-attention. The protocol says how the agent measured.
+attention. The samples are the measurements at each N (`memory_mib_by_n_<method>`,
+`tokens_per_s_by_n_<method>`, at the lengths the protocol lists per method), from which every metric but the
+error recomputes. The protocol says how the agent measured.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from evals.evaluators import register
 from evals.record import EvalResult
 
-VERSION = 1
+VERSION = 2  # 2: samples named <quantity>_by_n_<method>, apart from the metrics
 
 
 class AttentionCostOptions(BaseModel):
@@ -30,27 +32,45 @@ def growth_exponent(row: dict[int, float]) -> float:
     return float(np.polyfit(np.log(ns), np.log([row[n] for n in ns]), 1)[0])
 
 
-@register("attention_cost", version=VERSION, options=AttentionCostOptions)
-def attention_cost(agent, config, options: AttentionCostOptions) -> EvalResult:
-    metrics, samples = {}, {}
-    for method, row in agent.memory.items():
-        metrics[f"memory_exponent_{method}"] = growth_exponent(row)
-        samples[f"memory_mib_{method}"] = [row[n] / 2**20 for n in sorted(row)]
-    n_mem = max(agent.memory[options.ours])
-    metrics["memory_mib_at_max_n_" + options.ours] = agent.memory[options.ours][n_mem] / 2**20
-    for method, row in agent.memory.items():
-        if method != options.ours and n_mem in row:
-            metrics[f"memory_ratio_{method}_to_{options.ours}"] = row[n_mem] / agent.memory[options.ours][n_mem]
-    n_speed = max(agent.speed[options.ours])
-    for method, row in agent.speed.items():
+def summarise(memory: dict[str, dict[int, float]], speed: dict[str, dict[int, float]], ours: str) -> dict[str, float]:
+    """The summary metrics from the measurements (memory in MiB, speed in tokens/s, per method and N)."""
+    metrics = {f"memory_exponent_{method}": growth_exponent(row) for method, row in memory.items()}
+    n_mem = max(memory[ours])
+    metrics["memory_mib_at_max_n_" + ours] = memory[ours][n_mem]
+    for method, row in memory.items():
+        if method != ours and n_mem in row:
+            metrics[f"memory_ratio_{method}_to_{ours}"] = row[n_mem] / memory[ours][n_mem]
+    n_speed = max(speed[ours])
+    for method, row in speed.items():
         metrics[f"tokens_per_s_{method}"] = row[n_speed]
-        samples[f"tokens_per_s_{method}"] = [row[n] for n in sorted(row)]
-        if method != options.ours:
-            metrics[f"speed_ratio_{options.ours}_to_{method}"] = agent.speed[options.ours][n_speed] / row[n_speed]
+        if method != ours:
+            metrics[f"speed_ratio_{ours}_to_{method}"] = speed[ours][n_speed] / row[n_speed]
+    return metrics
+
+
+def _measurements(samples: dict[str, list[float]], kind: str, lengths: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    return {method: dict(zip(ns, samples[f"{kind}_by_n_{method}"], strict=True)) for method, ns in lengths.items()}
+
+
+def derive(result: EvalResult) -> dict[str, float]:
+    """Every metric but the agent's own error, recomputed from the samples (each method's measurements
+    at the lengths the protocol lists for it)."""
+    p = result.protocol
+    return summarise(_measurements(result.samples, "memory_mib", p["memory_lengths"]),
+                     _measurements(result.samples, "tokens_per_s", p["speed_lengths"]), p["ours"])
+
+
+@register("attention_cost", version=VERSION, options=AttentionCostOptions, derive=derive)
+def attention_cost(agent, config, options: AttentionCostOptions) -> EvalResult:
+    memory = {method: {n: b / 2**20 for n, b in row.items()} for method, row in agent.memory.items()}
+    metrics = summarise(memory, agent.speed, options.ours)
+    samples = {f"memory_mib_by_n_{method}": [row[n] for n in sorted(row)] for method, row in memory.items()}
+    samples |= {f"tokens_per_s_by_n_{method}": [row[n] for n in sorted(row)] for method, row in agent.speed.items()}
     metrics["max_abs_error"] = agent.max_abs_error
     return EvalResult(
         evaluator="attention_cost", version=VERSION, metrics=metrics, samples=samples,
-        protocol={"memory_lengths": sorted(agent.memory[options.ours]), "speed_lengths": sorted(agent.speed[options.ours]),
-                  "speed_reported_at": n_speed, "memory_reported_at": n_mem,
+        protocol={"ours": options.ours, "memory_lengths": {m: sorted(row) for m, row in memory.items()},
+                  "speed_lengths": {m: sorted(row) for m, row in agent.speed.items()},
+                  "memory_reported_at": max(memory[options.ours]), "speed_reported_at": max(agent.speed[options.ours]),
                   "measurement": getattr(agent, "measurement", "not stated by the agent")},
     )

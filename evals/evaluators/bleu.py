@@ -35,7 +35,11 @@ def corpus_bleu_from_samples(samples: dict[str, list[float]]) -> float:
     return BLEU.compute_bleu(stats[:4], stats[4:8], stats[8], stats[9]).score
 
 
-@register("bleu", version=VERSION, options=BLEUOptions)
+def derive(result: EvalResult) -> dict[str, float]:
+    return {"bleu": corpus_bleu_from_samples(result.samples)} if result.samples else {}
+
+
+@register("bleu", version=VERSION, options=BLEUOptions, derive=derive)
 def bleu(agent, config, options: BLEUOptions) -> EvalResult:
     if not hasattr(agent, "translate"):
         return EvalResult(evaluator="bleu", version=VERSION, metrics={},

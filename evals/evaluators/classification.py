@@ -33,7 +33,16 @@ class ClassificationOptions(BaseModel):
     prefix: str = ""             # prepended to the metric and sample names
 
 
-@register("classification", version=1, options=ClassificationOptions)
+def derive(result: EvalResult) -> dict[str, float]:
+    """Each accuracy is the mean of its images' correctness (`<prefix>correct`, `<prefix>correct_top<k>`)."""
+    out = {}
+    for name, xs in result.samples.items():
+        pre, _, rest = name.partition("correct")
+        out[f"{pre}accuracy" if not rest else f"{pre}{rest.lstrip('_')}_accuracy"] = sum(xs) / len(xs)
+    return out
+
+
+@register("classification", version=1, options=ClassificationOptions, derive=derive)
 def classification(agent, config, options: ClassificationOptions) -> EvalResult:
     split = options.split or HELDOUT[config.dataset]
     ds = image_dataset(config.dataset, split, config.image_size, getattr(config, "data_root", None), options.n)

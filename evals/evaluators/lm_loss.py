@@ -44,7 +44,21 @@ def _unigram_logprobs(tokenizer: str, vocab: int, bpe_vocab_size: int, val_perce
     return (counts / counts.sum()).log()
 
 
-@register("lm_loss", version=VERSION, options=LMLossOptions)
+def derive(result: EvalResult) -> dict[str, float]:
+    """The token-weighted mean of the batch losses (every batch holds `batch_size` windows of
+    `window` tokens but the last, which holds the rest), and bits per byte from it."""
+    if not result.samples:
+        return {}
+    p, losses = result.protocol, result.samples["batch_loss"]
+    per_batch = p["batch_size"] * p["window"]
+    sizes = [per_batch] * (len(losses) - 1) + [p["tokens"] - per_batch * (len(losses) - 1)]
+    if sizes[-1] <= 0 or sizes[-1] > per_batch:
+        raise ValueError(f"{len(losses)} batch losses do not fit {p['tokens']} tokens in batches of {per_batch}")
+    nats = sum(loss * n for loss, n in zip(losses, sizes))
+    return {"val_loss": nats / p["tokens"], "bits_per_byte": nats / math.log(2) / p["bytes"]}
+
+
+@register("lm_loss", version=VERSION, options=LMLossOptions, derive=derive)
 @torch.no_grad()
 def lm_loss(agent, config, options: LMLossOptions) -> EvalResult:
     if not hasattr(agent, "tokenizer"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from evals import provenance
 from evals.config import resolve
-from evals.evaluators import resolve_evaluator
+from evals.evaluators import derived_metrics, resolve_evaluator
 from evals.record import MAX_CURVE_POINTS, Record, RecordError, load_record
 from evals.runner import _own_target_checks
 from evals.spec import SpecError, Spec, Tier, load_spec
@@ -172,8 +172,10 @@ def _finite(values, where: str, rep: RecordReport) -> bool:
 
 def check_metrics(rec: Record, rep: RecordReport) -> None:
     """Each summary metric that has per-episode / per-sample values of its own name is their mean;
-    record.metrics is the union of the evaluations' metrics. A metric derived otherwise (a ratio,
-    BLEU from n-gram counts, a max) cannot be recomputed here, and is named in a warning."""
+    one derived otherwise (an accuracy, BLEU from n-gram counts, a fitted slope) equals what its
+    evaluator's `derive` recomputes from the samples; record.metrics is the union of the
+    evaluations' metrics. A metric that neither covers (FID needs the images) is named in a
+    warning."""
     merged: dict[str, float] = {}
     for i, ev in enumerate(rec.evaluations):
         where = f"evaluations[{i}]"
@@ -181,21 +183,29 @@ def check_metrics(rec: Record, rep: RecordReport) -> None:
             if not xs:
                 rep.fail("consistency", f"{where}.samples.{name}", "empty")
             _finite(xs, f"{where}.samples.{name}", rep)
-        derived = []
+        try:
+            recomputed = derived_metrics(ev)
+        except (KeyError, ValueError, TypeError, ZeroDivisionError) as e:
+            rep.fail("consistency", f"{where}.samples", f"the {ev.evaluator} evaluator cannot recompute its "
+                                                         f"metrics from them: {type(e).__name__}: {e}")
+            recomputed = {}
+        unchecked = []
         for name, value in ev.metrics.items():
             if not _finite([value], f"{where}.metrics.{name}", rep):
                 continue
             xs = ev.samples.get(name)
-            if not xs:
-                derived.append(name)
+            if xs:
+                how, expected = f"the mean of its {len(xs)} logged values", statistics.fmean(xs)
+            elif name in recomputed:
+                how, expected = f"recomputed from the samples by the {ev.evaluator} evaluator", recomputed[name]
+            else:
+                unchecked.append(name)
                 continue
-            mean = statistics.fmean(xs)
-            if not math.isclose(value, mean, **EXACT):
-                rep.fail("consistency", f"{where}.metrics.{name}",
-                         f"{value!r}, but the mean of its {len(xs)} logged values is {mean!r}")
-        if derived:
-            rep.warn("consistency", f"{where}.metrics", f"{', '.join(derived)}: no values of the same name in "
-                                                        "samples, not recomputed")
+            if not math.isclose(value, expected, **EXACT):
+                rep.fail("consistency", f"{where}.metrics.{name}", f"{value!r}, but {how} is {expected!r}")
+        if unchecked:
+            rep.warn("consistency", f"{where}.metrics", f"{', '.join(unchecked)}: the {ev.evaluator} evaluator "
+                                                        "keeps no values they recompute from, not recomputed")
         merged.update(ev.metrics)
     for name in sorted(set(merged) | set(rec.metrics)):
         if name not in merged:

@@ -78,7 +78,6 @@ def test_local_tasks_through_lm_eval_offline(model):
 
 
 def test_hugging_face_checkpoint_from_a_local_folder(tmp_path):
-    pytest.importorskip("accelerate", reason="lm-eval's hf model imports accelerate (add it to the llm extra)")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 

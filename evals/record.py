@@ -78,7 +78,7 @@ class Record(Strict):
     arm: str
     seed: int
     module: str
-    status: Literal["ok", "invalid", "failed"]
+    status: Literal["ok", "invalid", "failed", "prefix"]  # prefix: a verification re-execution, never committed
     error: str | None = None
     config: dict[str, Any]
     metrics: dict[str, float] = Field(default_factory=dict)

@@ -30,6 +30,10 @@ class DivergenceError(RuntimeError):
     """A logged value went NaN or infinite: the run stops at that step."""
 
 
+class PrefixReached(Exception):
+    """A run re-executed for verification reached the end of its prefix (`stop_after_step`)."""
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -59,12 +63,14 @@ class Run:
         progress_label: str = "",
         progress_position: int = 0,
         tensorboard: bool = True,
+        stop_after_step: int = 0,
     ):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.seed = seed
         self.device = device
         self.checkpoint_every = checkpoint_every
+        self.stop_after_step = stop_after_step  # > 0: logging a later step raises PrefixReached
         self.curves: dict[str, list[tuple[int, float, float]]] = {}
         self.overhead_s = 0.0  # wall time spent inside these services, for `make bench`
         self.checkpoint_sha256: str | None = None
@@ -91,6 +97,8 @@ class Run:
         return self.elapsed_before + time.perf_counter() - self._t0
 
     def log(self, step: int, **values: float) -> None:
+        if self.stop_after_step and step > self.stop_after_step:
+            raise PrefixReached(f"stopped before logging step {step}: the prefix ends at step {self.stop_after_step}")
         t = time.perf_counter()
         wall = self.elapsed
         for name, value in values.items():

@@ -18,7 +18,7 @@ from evals.config import ResolvedRun, config_hash, import_paper_module, resolve
 from evals.evaluators import resolve_evaluator
 from evals.record import (RESULTS, RUNS, EvalResult, Provenance, Record, TargetCheck, new_run_id, now_iso,
                           thin_curve, write_record)
-from evals.run import DivergenceError, Run, seed_everything, select_device
+from evals.run import DivergenceError, PrefixReached, Run, seed_everything, select_device
 from evals.spec import SpecError, get_tier, load_spec
 from evals.stats import OPS
 
@@ -33,6 +33,7 @@ class RunOptions:
     progress: bool = True
     position: int = 0
     tensorboard: bool = True
+    stop_after_step: int = 0  # > 0: a verification prefix (no evaluation, record status "prefix")
     results: Path = RESULTS
     runs: Path = RUNS
 
@@ -98,13 +99,15 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
     t_start = time.perf_counter()
     run = Run(run_dir, resolved.seed, device, checkpoint_every=opts.checkpoint_every, resume=opts.resume,
               progress=opts.progress, progress_label=f"{resolved.paper}/{resolved.tier} {resolved.arm} seed {resolved.seed}",
-              progress_position=opts.position, tensorboard=opts.tensorboard)
+              progress_position=opts.position, tensorboard=opts.tensorboard, stop_after_step=opts.stop_after_step)
     status, error, evaluations, ckpt_sha, ckpt_path = "ok", None, [], None, None
     t_train = time.perf_counter()
     try:
         agent = module.train(config, run)
     except DivergenceError as e:
         status, error = "failed", str(e)
+    except PrefixReached as e:
+        status, error = "prefix", str(e)
     finally:
         train_time = time.perf_counter() - t_train
         run.close()

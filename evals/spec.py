@@ -161,9 +161,13 @@ class Tier(Strict):
     targets: list[Target] = Field(default_factory=list)
     deviations: list[str] = Field(default_factory=list)
     dry_run_only: bool = False
-    # Config overrides that cut a run to a prefix CI can afford to re-execute (e.g. fewer steps);
-    # the prefix's logged metrics must equal the full run's over the same steps.
-    verify_prefix: dict[str, Any] = Field(default_factory=dict)
+    # Re-execution by CI stops a run at the first value it logs past this step (its config
+    # unchanged, so every schedule is the full run's) and compares the values logged up to it;
+    # None: the whole run is re-executed.
+    verify_steps: int | None = Field(None, ge=1)
+    # Names (shell patterns) of the curves, metrics and samples that measure time (tokens per
+    # second, ...): a re-execution cannot repeat them, so it does not compare them, and says so.
+    verify_timings: list[str] = Field(default_factory=list)
 
     @field_validator("seeds")
     @classmethod

@@ -156,4 +156,4 @@ def test_status_from_records():
     stale = [rec(s, -150.0, source="f" * 64) for s in (1, 2, 3)]
     st = tier_status(spec, "mini", stale)
     assert st.status == "implemented" and len(st.stale) == 3
-    assert tier_status(load_spec("vit"), "mini", []).status == "not-implemented"
+    assert tier_status(load_spec("clip"), "mini", []).status == "not-implemented"

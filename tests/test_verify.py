@@ -99,14 +99,31 @@ def test_genuine_record_is_accepted_after_re_execution(work):
 
 def test_prefix_re_execution_accepts_and_catches_an_edited_curve(work, monkeypatch):
     opts, path, rec = work
-    monkeypatch.setattr(load_spec("sac").tiers["smoke"], "verify_prefix", {"total_steps": 200})
+    monkeypatch.setattr(load_spec("sac").tiers["smoke"], "verify_steps", 200)
     report = verify([path], dataclasses.replace(opts, rerun=True))
-    assert report.ok and 'prefix {"total_steps": 200}' in report.records[0].passed[-1], report.text()
+    assert report.ok and "prefix: steps up to 200" in report.records[0].passed[-1], report.text()
     step, wall, value = rec.curves["critic_loss"][1]
     rec.curves["critic_loss"][1] = (step, wall, value * 1.01)  # invisible to the static checks
     rewrite(path, rec)
     report = verify([path], dataclasses.replace(opts, rerun=True))
     rejected_for(report, path, "re-execution", "curves.critic_loss", f"step {step}: recorded")
+
+
+def test_timings_named_by_the_tier_are_not_compared(work, monkeypatch):
+    opts, path, rec = work
+    step, wall, value = rec.curves["critic_loss"][1]
+    rec.curves["critic_loss"][1] = (step, wall, value * 1.5)  # as if it were a measured speed
+    rewrite(path, rec)
+    monkeypatch.setattr(load_spec("sac").tiers["smoke"], "verify_timings", ["critic_*"])
+    report = verify([path], dataclasses.replace(opts, rerun=True))
+    assert report.ok and "timings not compared: critic_loss" in report.records[0].passed[-1], report.text()
+
+
+def test_a_verification_prefix_is_not_a_result(work):
+    opts, path, rec = work
+    rec.status, rec.error = "prefix", "stopped before logging step 250: the prefix ends at step 200"
+    rewrite(path, rec)
+    rejected_for(verify([path], opts), path, "schema", "status", "not a result")
 
 
 # -- tampering, each rejected with its own reason -------------------------------------------

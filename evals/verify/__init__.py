@@ -6,7 +6,7 @@
    record's, package versions are recorded;
 3. consistency: metrics recompute from the per-episode values, target checks from the spec,
    curves ordered, timestamps sane, run ids unique, each seed run once;
-4. re-execution (smoke, mini): the run, or the prefix the tier's `verify_prefix` cuts, run again
+4. re-execution (smoke, mini): the run, or its first `verify_steps` steps, run again
    on the CPU gives the logged values;
 5. re-evaluation (full): the checkpoint (safetensors, by sha256) scored afresh supports the claim;
 6. stale records (the code or spec moved on) are reported as warnings: kept, not counted.

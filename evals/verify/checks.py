@@ -69,6 +69,8 @@ def check_place(rec: Record, path: Path, opts: VerifyOptions, rep: RecordReport)
                                ("run_id", parts[2], f"{rec.run_id}.json")):
         if have != want:
             rep.fail("schema", field_, f"the record says {want!r} but lies under {have!r}")
+    if rec.status == "prefix":
+        rep.fail("schema", "status", "'prefix': a verification re-execution's partial run, not a result")
     prefix = f"{rec.paper}-{rec.tier}-{rec.arm}-s{rec.seed}-"
     if not rec.run_id.startswith(prefix) or not STAMP.search(rec.run_id):
         rep.fail("schema", "run_id", f"{rec.run_id!r} is not <paper>-<tier>-<arm>-s<seed>-<UTC time>-<hex6>; "

@@ -1,8 +1,10 @@
 """The checks that run code: re-execution of smoke and mini records, re-evaluation of full ones.
 
-Re-execution runs the record's (arm, seed) again on the CPU in deterministic mode, the whole run
-where the tier sets no `verify_prefix`, else the prefix those config overrides cut, and compares
-the logged values (never wall times) at every step both runs logged, within `rtol`/`atol`: the
+Re-execution runs the record's (arm, seed) again on the CPU in deterministic mode, with the
+record's config, the whole run where the tier sets no `verify_steps`, else up to the first value
+logged past that step (every schedule is the full run's, so the prefix must match), and compares
+the logged values (never wall times, nor the measurements of time the tier names in
+`verify_timings`) at every step both runs logged, within `rtol`/`atol`: the
 same code on the same kind of CPU gives the same bits, and the tolerance absorbs the last-place
 differences of another CPU's vector units. A whole run must also give the same status, metrics
 and per-episode values.
@@ -18,6 +20,7 @@ distribution, not how the method varies across seeds.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import math
 import tempfile
@@ -100,27 +103,47 @@ def compare_whole(recorded: Record, fresh: Record, opts: VerifyOptions, rep: Rec
                 rep.fail("re-execution", f"evaluations[{i}].samples.{name}", f"recorded {xs}, re-executed {ys}{note}")
 
 
+def without_timings(rec: Record, patterns: list[str]) -> tuple[Record, list[str]]:
+    """`rec` without the curves, metrics and samples whose names match `patterns` (the tier's
+    `verify_timings`: wall-clock measurements, which no re-execution repeats), and those names."""
+    def keep(name: str) -> bool:
+        return not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    dropped = sorted({n for n in [*rec.curves, *rec.metrics, *(s for ev in rec.evaluations for s in ev.samples)]
+                      if not keep(n)})
+    evaluations = [ev.model_copy(update={"metrics": {k: v for k, v in ev.metrics.items() if keep(k)},
+                                         "samples": {k: v for k, v in ev.samples.items() if keep(k)}})
+                   for ev in rec.evaluations]
+    return rec.model_copy(update={"curves": {k: v for k, v in rec.curves.items() if keep(k)},
+                                  "metrics": {k: v for k, v in rec.metrics.items() if keep(k)},
+                                  "evaluations": evaluations}), dropped
+
+
 def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: RecordReport) -> None:
-    resolved = resolve(spec, rec.tier, rec.arm, rec.seed, dict(tier.verify_prefix))
-    whole = json.loads(json.dumps(resolved.config_dict)) == rec.config
+    resolved = resolve(spec, rec.tier, rec.arm, rec.seed, {})
     device = rec.provenance.hardware.get("device", "cpu")
     note = "" if str(device).startswith("cpu") else f" (the run was made on {device}; re-executed on the CPU)"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="repro-verify-") as tmp, _torch_settings():
         run_opts = RunOptions(device="cpu", deterministic=True, threads=int(rec.provenance.hardware.get("torch_threads", 1)),
-                              progress=False, tensorboard=False, results=Path(tmp) / "results", runs=Path(tmp) / "runs")
+                              progress=False, tensorboard=False, results=Path(tmp) / "results", runs=Path(tmp) / "runs",
+                              stop_after_step=tier.verify_steps or 0)
         fresh = load_record(run_one(resolved, run_opts))
+    whole = fresh.status != "prefix"
     took = time.perf_counter() - t0
+    rec, timings = without_timings(rec, tier.verify_timings)
+    fresh, _ = without_timings(fresh, tier.verify_timings)
     before = len(rep.failures)
     if whole:
         compare_whole(rec, fresh, opts, rep, note)
     matched = compare_curves(rec, fresh, opts, rep, note)
     if not matched and len(rep.failures) == before and rec.curves:
         rep.fail("re-execution", "curves", f"no logged step in common with the re-executed "
-                                           f"{'run' if whole else 'prefix ' + json.dumps(tier.verify_prefix)}")
+                                           f"{'run' if whole else f'prefix (steps up to {tier.verify_steps})'}")
     if len(rep.failures) == before:
-        what = "whole run" if whole else f"prefix {json.dumps(tier.verify_prefix)}"
-        rep.passed.append(f"re-execution ({what}: {matched} logged values match, {took:.1f}s)")
+        what = "whole run" if whole else f"prefix: steps up to {tier.verify_steps}"
+        skipped = f"; timings not compared: {', '.join(timings)}" if timings else ""
+        rep.passed.append(f"re-execution ({what}: {matched} logged values match, {took:.1f}s{skipped})")
 
 
 # -- re-evaluation --------------------------------------------------------------------------

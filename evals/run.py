@@ -26,6 +26,9 @@ from evals.checkpoint import load_state, save_state
 CHECKPOINT_DIR = "checkpoints"
 
 
+FLUSH_EVERY_S = 2.0
+
+
 class DivergenceError(RuntimeError):
     """A logged value went NaN or infinite: the run stops at that step."""
 
@@ -79,6 +82,7 @@ class Run:
         self._position = progress_position
         self._bar: tqdm | None = None
         self._last_checkpoint = 0
+        self._last_flush = time.perf_counter()
         self._resume_state: dict[str, Any] | None = None
         self.elapsed_before = 0.0
         self._t0 = time.perf_counter()
@@ -109,6 +113,9 @@ class Run:
             if self._tb is not None:
                 self._tb.add_scalar(name, value, step)
         self._jsonl.write(json.dumps({"step": int(step), "wall": round(wall, 3), **{k: float(v) for k, v in values.items()}}) + "\n")
+        if t - self._last_flush > FLUSH_EVERY_S:  # so that `tail -f metrics.jsonl` follows a run
+            self._jsonl.flush()
+            self._last_flush = t
         self.overhead_s += time.perf_counter() - t
 
     # -- progress ------------------------------------------------------------------------

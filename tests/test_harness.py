@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from evals import cli
@@ -157,3 +158,14 @@ def test_status_from_records():
     st = tier_status(spec, "mini", stale)
     assert st.status == "implemented" and len(st.stale) == 3
     assert tier_status(load_spec("clip"), "mini", []).status == "not-implemented"
+
+
+def test_logged_values_reach_the_file_while_the_run_goes_on(tmp_path, monkeypatch):
+    import evals.run as run_module
+
+    monkeypatch.setattr(run_module, "FLUSH_EVERY_S", 0.0)
+    run = run_module.Run(tmp_path, seed=1, device=torch.device("cpu"), progress=False, tensorboard=False)
+    run.log(10, loss=0.5)
+    run.log(20, loss=0.25)
+    assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0.5, 0.25]
+    run.close()

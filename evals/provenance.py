@@ -120,6 +120,7 @@ def hardware(device: str) -> dict[str, object]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # the vector ISA torch's CPU kernels use
         "device": device,
         "platform": platform.platform(),
     }

@@ -2,6 +2,10 @@
 
 import dataclasses
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import torch
@@ -169,3 +173,14 @@ def test_logged_values_reach_the_file_while_the_run_goes_on(tmp_path, monkeypatc
     run.log(20, loss=0.25)
     assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0.5, 0.25]
     run.close()
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+def test_importing_the_harness_pins_torch_to_avx2_kernels_unless_the_user_chose():
+    probe = "import evals, torch; print(torch.backends.cpu.get_cpu_capability())"
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "AVX2"
+    chosen = subprocess.run([sys.executable, "-c", probe], env={**env, "ATEN_CPU_CAPABILITY": "default"},
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert chosen == "DEFAULT"

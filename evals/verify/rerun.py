@@ -123,6 +123,9 @@ def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Rec
     resolved = resolve(spec, rec.tier, rec.arm, rec.seed, {})
     device = rec.provenance.hardware.get("device", "cpu")
     note = "" if str(device).startswith("cpu") else f" (the run was made on {device}; re-executed on the CPU)"
+    kernels, here = rec.provenance.hardware.get("cpu_kernels"), torch.backends.cpu.get_cpu_capability()
+    if kernels is not None and kernels != here:
+        note += f" (the run used {kernels} CPU kernels, this machine {here}: see evals/__init__.py)"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="repro-verify-") as tmp, _torch_settings():
         run_opts = RunOptions(device="cpu", deterministic=True, threads=int(rec.provenance.hardware.get("torch_threads", 1)),

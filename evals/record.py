@@ -21,6 +21,11 @@ RECORD_SCHEMA_VERSION = 1
 RESULTS = ROOT / "results"
 RUNS = ROOT / "runs"
 MAX_CURVE_POINTS = 200
+# Images a run leaves in its run folder (sample grids, reconstructions, plots) are published beside
+# its record, in results/<paper>/<tier>/<run_id>/, for the site: raster formats only (an SVG can
+# carry script), each at most this size, recognised by their first bytes.
+IMAGE_MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".jpeg": b"\xff\xd8\xff"}
+MAX_IMAGE_BYTES = 2_000_000
 
 
 class RecordError(ValueError):
@@ -121,6 +126,32 @@ def write_record(record: Record, results: Path = RESULTS) -> Path:
     finally:
         tmp.unlink()
     return path
+
+
+def image_problem(path: Path) -> str | None:
+    """Why `path` may not be published beside a record (None when it may)."""
+    magic = IMAGE_MAGIC.get(path.suffix.lower())
+    if magic is None or not path.is_file() or path.is_symlink():
+        return f"{path.name}: only PNG and JPEG files are published beside a record"
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        return f"{path.name}: {path.stat().st_size:,} bytes, over the {MAX_IMAGE_BYTES:,} allowed"
+    with open(path, "rb") as f:
+        if f.read(len(magic)) != magic:
+            return f"{path.name}: its bytes are not a {path.suffix.lstrip('.').upper()} image"
+    return None
+
+
+def publish_images(run_dir: Path, record: Path) -> list[Path]:
+    """Copy the images of `run_dir` (its top level) that may be published into the folder beside
+    `record`; returns the copies."""
+    out = []
+    for image in sorted(p for p in Path(run_dir).iterdir() if p.suffix.lower() in IMAGE_MAGIC):
+        if image_problem(image) is None:
+            folder = record.with_suffix("")
+            folder.mkdir(exist_ok=True)
+            out.append(folder / image.name)
+            out[-1].write_bytes(image.read_bytes())
+    return out
 
 
 def load_record(path: Path) -> Record:

@@ -17,7 +17,7 @@ from evals.checkpoint import sha256_file
 from evals.config import ResolvedRun, config_hash, import_paper_module, resolve
 from evals.evaluators import resolve_evaluator
 from evals.record import (RESULTS, RUNS, EvalResult, Provenance, Record, TargetCheck, new_run_id, now_iso,
-                          thin_curve, write_record)
+                          publish_images, thin_curve, write_record)
 from evals.run import DivergenceError, PrefixReached, Run, seed_everything, select_device
 from evals.spec import SpecError, get_tier, load_spec
 from evals.stats import OPS
@@ -142,6 +142,7 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
         ),
     )
     path = write_record(record, opts.results)
+    publish_images(run_dir, path)
     meta.update(status="done", record=str(path))
     meta_path.write_text(json.dumps(meta, indent=1))
     return path

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evals.record import RESULTS, Record, RecordError, load_record
+from evals.record import IMAGE_MAGIC, RESULTS, Record, RecordError, load_record
 from evals.spec import REPRODUCTIONS, TIER_NAMES, Published, Spec, SpecError, Tier, load_spec_file
 from evals.stats import Summary
 from evals.status import TierStatus, tier_status
@@ -25,7 +25,7 @@ STATUS_LABELS = {
     "not-implemented": "not implemented",
 }
 STATUS_RANK = {s: i for i, s in enumerate(STATUS_LABELS)}  # best first: the sort order on the site
-SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".svg")
+SAMPLE_SUFFIXES = tuple(IMAGE_MAGIC)
 
 
 def results_dir() -> Path:

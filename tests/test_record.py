@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from evals.checkpoint import CheckpointError, load_state, save_state
-from evals.record import RecordError, load_record, load_records, new_run_id, thin_curve, write_record
+from evals.record import (MAX_IMAGE_BYTES, RecordError, load_record, load_records, new_run_id, publish_images, thin_curve,
+                          write_record)
 from tests.factories import make_record
 
 
@@ -89,3 +90,20 @@ def test_checkpoint_refuses_pickles_and_garbage(tmp_path):
         load_state(tmp_path / "fake.safetensors")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_state(tmp_path / "missing.safetensors")
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+def test_only_real_small_raster_images_are_published_beside_a_record(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "samples.png").write_bytes(PNG)
+    (run_dir / "huge.png").write_bytes(PNG + b"\0" * MAX_IMAGE_BYTES)
+    (run_dir / "fake.png").write_bytes(b"<svg onload='alert(1)'/>")
+    (run_dir / "plot.svg").write_text("<svg/>")
+    (run_dir / "final.safetensors").write_bytes(b"weights")
+    record = write_record(make_record(), tmp_path / "results")
+    assert [p.name for p in publish_images(run_dir, record)] == ["samples.png"]
+    assert sorted(p.name for p in record.with_suffix("").iterdir()) == ["samples.png"]
+    assert (record.with_suffix("") / "samples.png").read_bytes() == PNG

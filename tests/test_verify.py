@@ -119,6 +119,16 @@ def test_timings_named_by_the_tier_are_not_compared(work, monkeypatch):
     assert report.ok and "timings not compared: critic_loss" in report.records[0].passed[-1], report.text()
 
 
+def test_only_the_runs_images_may_lie_beside_a_record(work):
+    opts, path, _ = work
+    folder = path.with_suffix("")
+    folder.mkdir()
+    (folder / "samples.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+    assert verify([path], opts).ok
+    (folder / "page.svg").write_text("<svg onload='alert(1)'/>")
+    rejected_for(verify([path], opts), path, "schema", f"(images) {folder.name}/", "only PNG and JPEG")
+
+
 def test_a_verification_prefix_is_not_a_result(work):
     opts, path, rec = work
     rec.status, rec.error = "prefix", "stopped before logging step 250: the prefix ends at step 200"

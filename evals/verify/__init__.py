@@ -43,6 +43,7 @@ def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bo
     if rec is None:
         return rep
     checks.check_place(rec, path, opts, rep)
+    checks.check_images(path, rep)
     found = checks.check_spec(rec, rep)
     checks.check_provenance(rec, path, opts, rep)
     checks.check_metrics(rec, rep)

@@ -16,7 +16,7 @@ from pathlib import Path
 from evals import provenance
 from evals.config import resolve
 from evals.evaluators import derived_metrics, resolve_evaluator
-from evals.record import MAX_CURVE_POINTS, Record, RecordError, load_record
+from evals.record import MAX_CURVE_POINTS, Record, RecordError, image_problem, load_record
 from evals.runner import _own_target_checks
 from evals.spec import SpecError, Spec, Tier, load_spec
 from evals.verify.repo import VerifyOptions, added_in, has_commit, is_ancestor, read_at
@@ -75,6 +75,18 @@ def check_place(rec: Record, path: Path, opts: VerifyOptions, rep: RecordReport)
     if not rec.run_id.startswith(prefix) or not STAMP.search(rec.run_id):
         rep.fail("schema", "run_id", f"{rec.run_id!r} is not <paper>-<tier>-<arm>-s<seed>-<UTC time>-<hex6>; "
                                      f"expected to start with {prefix!r}")
+
+
+def check_images(path: Path, rep: RecordReport) -> None:
+    """The folder beside a record, if any, holds only the images its run published."""
+    folder = path.with_suffix("")
+    if folder.is_dir() and not folder.is_symlink():
+        for f in sorted(folder.iterdir()):
+            why = image_problem(f)
+            if why:
+                rep.fail("schema", f"(images) {folder.name}/", why)
+    elif folder.exists():
+        rep.fail("schema", f"(images) {folder.name}", "beside a record may lie only a folder of its images")
 
 
 def check_spec(rec: Record, rep: RecordReport) -> tuple[Spec, Tier] | None:

@@ -152,6 +152,25 @@ class Arm(Strict):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class Sweep(Strict):
+    """Arms that differ in one config field, drawn on the site as metric against that field
+    (mean over seeds with its 95% bootstrap CI): a training-set-size curve, a mask-ratio sweep."""
+
+    x: str                                    # the config field, read from each run's record
+    metrics: list[str] = Field(min_length=1)
+    series: dict[str, list[str]] = Field(min_length=1)  # legend label -> its arms, in order of x
+    log_x: bool = False
+    title: str | None = None
+
+    @field_validator("series")
+    @classmethod
+    def _points(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for label, arms in v.items():
+            if len(arms) < 2:
+                raise ValueError(f"series {label!r} needs at least two arms, got {arms}")
+        return v
+
+
 class Tier(Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int]
@@ -168,6 +187,7 @@ class Tier(Strict):
     # Names (shell patterns) of the curves, metrics and samples that measure time (tokens per
     # second, ...): a re-execution cannot repeat them, so it does not compare them, and says so.
     verify_timings: list[str] = Field(default_factory=list)
+    sweeps: list[Sweep] = Field(default_factory=list)
 
     @field_validator("seeds")
     @classmethod
@@ -186,6 +206,10 @@ class Tier(Strict):
             unknown = t.arms() - set(self.arms)
             if unknown:
                 raise ValueError(f"target {t.expr!r} names unknown arm(s) {sorted(unknown)}; arms are {sorted(self.arms)}")
+        for s in self.sweeps:
+            unknown = {a for arms in s.series.values() for a in arms} - set(self.arms)
+            if unknown:
+                raise ValueError(f"sweep over {s.x!r} names unknown arm(s) {sorted(unknown)}; arms are {sorted(self.arms)}")
         return self
 
     @property

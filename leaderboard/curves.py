@@ -1,5 +1,6 @@
 """Learning curves: arms overlaid, the mean over seeds with a 95% bootstrap band, by steps and by
-wall-clock time, drawn with matplotlib into PNG bytes."""
+wall-clock time; and the tier's sweeps (a metric against the config field its arms vary); drawn
+with matplotlib into PNG bytes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evals.record import Record
-from evals.spec import Tier
+from evals.spec import Sweep, Tier
 from evals.stats import CONFIDENCE, N_BOOTSTRAP
 
 GRID_POINTS = 100
@@ -97,6 +98,7 @@ class CurvePlot:
     arms: list[str]
     seeds: dict[str, int]
     png: bytes
+    kind: str = "curve"  # curve: a learning curve; sweep: a metric against a config field
 
     @property
     def slug(self) -> str:
@@ -133,15 +135,63 @@ def plot_curve(curve: str, by_arm: dict[str, list[Record]]) -> CurvePlot:
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
     ax_step.legend(frameon=False, fontsize=9)
+    return CurvePlot(curve, list(by_arm), {a: len(r) for a, r in by_arm.items()}, _png(fig))
+
+
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return CurvePlot(curve, list(by_arm), {a: len(r) for a, r in by_arm.items()}, buf.getvalue())
+    return buf.getvalue()
+
+
+def sweep_points(sweep: Sweep, arms: list[str], metric: str, records: list[Record]):
+    """(x, mean, CI low, CI high) for each arm with runs that report the metric, in the order given."""
+    points = []
+    for arm in arms:
+        runs = [r for r in records if r.arm == arm and metric in r.metrics and sweep.x in r.config]
+        if runs:
+            mean, lo, hi = bootstrap_band(np.array([[r.metrics[metric]] for r in runs]))
+            points.append((float(runs[0].config[sweep.x]), mean[0], lo[0], hi[0], len(runs)))
+    return points
+
+
+def plot_sweep(sweep: Sweep, records: list[Record]) -> CurvePlot | None:
+    fig = Figure(figsize=(6.4, 3.6), dpi=100)
+    fig.subplots_adjust(left=0.13, right=0.98, bottom=0.15, top=0.9 if sweep.title else 0.96)
+    ax = fig.subplots()
+    seeds: dict[str, int] = {}
+    i = 0
+    for label, arms in sweep.series.items():
+        for metric in sweep.metrics:
+            pts = sweep_points(sweep, arms, metric, records)
+            if not pts:
+                continue
+            x, mean, lo, hi, n = (np.array(c) for c in zip(*pts))
+            name = label if len(sweep.metrics) == 1 else f"{label}: {metric}"
+            color = COLORS[i % len(COLORS)]
+            ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=color, marker="o", capsize=4, lw=1.8,
+                        label=f"{name} ({min(n)}-{max(n)} seeds)" if min(n) != max(n) else f"{name} ({n[0]} seeds)")
+            seeds.update({a: int(k) for a, k in zip(arms, n)})
+            i += 1
+    if not seeds:
+        return None
+    if sweep.log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(sweep.x)
+    ax.set_ylabel(sweep.metrics[0] if len(sweep.metrics) == 1 else "metric")
+    if sweep.title:
+        ax.set_title(sweep.title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False, fontsize=9)
+    return CurvePlot(f"sweep_{sweep.x}", [a for arms in sweep.series.values() for a in arms], seeds, _png(fig), "sweep")
 
 
 def tier_plots(tier: Tier, records: list[Record]) -> list[CurvePlot]:
-    """One figure per arm group and curve, from the runs that count (ok, one per seed)."""
+    """The tier's sweeps, then one figure per arm group and curve, from the runs that count (ok,
+    one per seed)."""
     ok = [r for r in records if r.status == "ok" and r.curves]
-    plots = []
+    plots = [p for p in (plot_sweep(s, [r for r in records if r.status == "ok"]) for s in tier.sweeps) if p]
     for group in arm_groups(tier):
         names = [c for r in ok if r.arm in group for c in r.curves]
         for curve in dict.fromkeys(names):  # first-seen order: the order the runs logged them

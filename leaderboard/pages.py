@@ -215,12 +215,15 @@ def results_sections(paper: Paper, view: TierView, plots: list[CurvePlot]) -> li
             "confidence interval (seeds resampled, 10,000 times).", "",
             tables.markdown(tables.arms(view), "*No counted runs yet.*"), ""]
 
-    if plots:
+    sweeps, curves = [p for p in plots if p.kind == "sweep"], [p for p in plots if p.kind != "sweep"]
+    if sweeps:
+        out += ["### Sweeps", "", "The arms that vary one config field, as the metric against that field: mean over "
+                "seeds, and its 95% bootstrap confidence interval as error bars.", ""]
+        out += _figures(view.name, sweeps)
+    if curves:
         out += ["### Learning curves", "", "Mean over seeds; the band is the 95% bootstrap confidence interval "
                 "of the mean, on the span every seed covers. Left: by training step; right: by wall-clock time.", ""]
-        for p in plots:
-            alt = f"{p.curve}: " + ", ".join(f"{a} ({n} seeds)" for a, n in p.seeds.items())
-            out += [f"![{alt}]({view.name}-{p.slug}.png){{ .rp-curve }}", ""]
+        out += _figures(view.name, curves)
 
     samples = [(r, img) for r in view.runs if any(r.record is c for c in st.records) for img in r.samples]
     if samples or paper.spec.area == "generative":
@@ -236,6 +239,14 @@ def results_sections(paper: Paper, view: TierView, plots: list[CurvePlot]) -> li
             out += ["</div>", ""]
 
     out += ["### Cost", "", tables.markdown(tables.cost(view), "*No counted runs yet.*"), ""]
+    return out
+
+
+def _figures(tier: str, plots: list[CurvePlot]) -> list[str]:
+    out = []
+    for p in plots:
+        alt = f"{p.curve}: " + ", ".join(f"{a} ({n} seeds)" for a, n in p.seeds.items())
+        out += [f"![{alt}]({tier}-{p.slug}.png){{ .rp-curve }}", ""]
     return out
 
 

@@ -209,6 +209,30 @@ def test_tier_plots_are_pngs_per_group_and_curve(tmp_path, spec):
     assert all(p.png.startswith(b"\x89PNG\r\n\x1a\n") for p in plots)
 
 
+def test_a_sweep_is_drawn_as_the_metric_against_the_varied_field(spec):
+    from evals.spec import Tier
+    from leaderboard.curves import plot_sweep, sweep_points
+
+    arms = {"n1k": {"config": {"total_steps": 1000}}, "n5k": {"config": {"total_steps": 5000}},
+            "n20k": {"config": {"total_steps": 20000}}}
+    sweep = {"x": "total_steps", "metrics": ["return"], "series": {"ours": ["n1k", "n5k", "n20k"]}, "log_x": True}
+    tier = Tier.model_validate({"seeds": [1, 2, 3], "arms": arms, "sweeps": [sweep]})
+    records = []
+    for arm, steps, values in (("n1k", 1000, [-400, -420, -380]), ("n5k", 5000, [-200, -180, -220]),
+                               ("n20k", 20000, [-150, -140, -160])):
+        for seed, v in zip((1, 2, 3), values):
+            r = make_record(spec, "mini", "ours", seed, v)
+            records.append(r.model_copy(update={"arm": arm, "config": {"total_steps": steps}}))
+    pts = sweep_points(tier.sweeps[0], ["n1k", "n5k", "n20k"], "return", records)
+    assert [(x, round(m, 6), n) for x, m, _, _, n in pts] == [(1000.0, -400.0, 3), (5000.0, -200.0, 3), (20000.0, -150.0, 3)]
+    assert all(lo <= m <= hi and lo < hi for _, m, lo, hi, _ in pts)
+    plot = plot_sweep(tier.sweeps[0], records)
+    assert plot.kind == "sweep" and plot.png.startswith(b"\x89PNG") and plot.seeds == {"n1k": 3, "n5k": 3, "n20k": 3}
+    assert plot_sweep(tier.sweeps[0], []) is None
+    with pytest.raises(ValueError, match="unknown arm"):
+        Tier.model_validate({"seeds": [1], "arms": arms, "sweeps": [{**sweep, "series": {"ours": ["n1k", "n2k"]}}]})
+
+
 def test_repository_links():
     md = "See [the schema](../../evals/record.py#L10), [`spec`](spec.yaml), [web](https://x.org/a) and [top](#top)."
     assert repository_links(md, "reproductions/sac") == (

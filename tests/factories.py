@@ -1,6 +1,13 @@
-"""Records built by hand, for tests of what reads records (status, site, verify)."""
+"""Records built by hand, for tests of what reads records (status, site, verify); and a run
+interrupted part-way, for tests of resuming."""
+
+import dataclasses
+
+import pytest
 
 from evals.record import EvalResult, Provenance, Record
+from evals.run import Run
+from evals.runner import RunOptions, run_one
 
 
 def make_record(run_id="demo-mini-ours-s1-x", seed=1, arm="ours", value=-150.0, **kw) -> Record:
@@ -15,3 +22,23 @@ def make_record(run_id="demo-mini-ours-s1-x", seed=1, arm="ours", value=-150.0, 
             finished_at=kw.pop("finished_at", "2026-01-01T00:05:00+00:00"), wall_time_s=300, train_time_s=290,
             eval_time_s=5, harness_overhead_s=0.1, deterministic=False),
         **kw)
+
+
+def interrupt(job, opts: RunOptions, tmp_path, monkeypatch, after: int = 450) -> RunOptions:
+    """Run `job` in folders of its own under `tmp_path` and stop it (KeyboardInterrupt) after
+    `after` progress steps; returns its options, ready for `resume=True`."""
+    interrupted = dataclasses.replace(opts, results=tmp_path / "r2", runs=tmp_path / "runs2")
+    calls = {"n": 0}
+    real_advance = Run.advance
+
+    def advance_then_crash(self, n=1, **kw):
+        calls["n"] += 1
+        if calls["n"] == after:
+            raise KeyboardInterrupt
+        real_advance(self, n, **kw)
+
+    monkeypatch.setattr(Run, "advance", advance_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_one(job, interrupted)
+    monkeypatch.setattr(Run, "advance", real_advance)
+    return interrupted

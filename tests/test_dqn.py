@@ -12,11 +12,11 @@ from evals import cli
 from evals.config import resolve
 from evals.evaluators import resolve_evaluator
 from evals.record import load_record
-from evals.run import Run
 from evals.runner import run_one
 from evals.spec import EvaluatorSpec, load_spec
 from reproductions.common.atari import ConvTorso, is_atari, make_atari
 from reproductions.dqn import dqn
+from tests.factories import interrupt
 
 
 def test_q_target_masks_terminals_against_a_loop():
@@ -177,20 +177,7 @@ def test_smoke_runs_write_complete_records(run_opts, arm):
 def test_resume_finishes_with_the_same_result(run_opts, monkeypatch, tmp_path):
     job = smoke("ours", total_steps=600)
     whole = load_record(run_one(job, dataclasses.replace(run_opts, checkpoint_every=150)))
-    interrupted = dataclasses.replace(run_opts, checkpoint_every=150, results=tmp_path / "r2", runs=tmp_path / "runs2")
-    calls = {"n": 0}
-    real_advance = Run.advance
-
-    def advance_then_crash(self, n=1, **kw):
-        calls["n"] += 1
-        if calls["n"] == 450:
-            raise KeyboardInterrupt
-        real_advance(self, n, **kw)
-
-    monkeypatch.setattr(Run, "advance", advance_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_one(job, interrupted)
-    monkeypatch.setattr(Run, "advance", real_advance)
+    interrupted = interrupt(job, dataclasses.replace(run_opts, checkpoint_every=150), tmp_path, monkeypatch)
     resumed = load_record(run_one(job, dataclasses.replace(interrupted, resume=True)))
     values = lambda rec: {k: [(s, v) for s, _, v in pts] for k, pts in rec.curves.items()}  # noqa: E731
     assert values(resumed) == values(whole)

@@ -19,7 +19,7 @@ from evals.runner import job_list, launch, run_one
 from evals.spec import Target, load_spec
 from evals.stats import bootstrap_ci, check_target
 from evals.status import current_source_hash, tier_status
-from tests.factories import make_record
+from tests.factories import interrupt, make_record
 
 
 def smoke(arm="ours", seed=1, **overrides):
@@ -48,20 +48,7 @@ def test_resume_finishes_with_the_same_result(run_opts, monkeypatch, tmp_path):
     job = smoke(total_steps=600)
     whole = load_record(run_one(job, dataclasses.replace(run_opts, checkpoint_every=150)))
 
-    interrupted = dataclasses.replace(run_opts, checkpoint_every=150, results=tmp_path / "r2", runs=tmp_path / "runs2")
-    calls = {"n": 0}
-    real_advance = Run.advance
-
-    def advance_then_crash(self, n=1, **kw):
-        calls["n"] += 1
-        if calls["n"] == 450:
-            raise KeyboardInterrupt
-        real_advance(self, n, **kw)
-
-    monkeypatch.setattr(Run, "advance", advance_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_one(job, interrupted)
-    monkeypatch.setattr(Run, "advance", real_advance)
+    interrupted = interrupt(job, dataclasses.replace(run_opts, checkpoint_every=150), tmp_path, monkeypatch)
     assert not list((tmp_path / "r2").rglob("*.json"))
     resumed = load_record(run_one(job, dataclasses.replace(interrupted, resume=True)))
     assert resumed.run_id.startswith("sac-smoke-ours-s1")

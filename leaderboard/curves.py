@@ -178,7 +178,7 @@ def plot_sweep(sweep: Sweep, records: list[Record]) -> CurvePlot | None:
     if sweep.log_x:
         ax.set_xscale("log")
     ax.set_xlabel(sweep.x)
-    ax.set_ylabel(sweep.metrics[0] if len(sweep.metrics) == 1 else "metric")
+    ax.set_ylabel(", ".join(sweep.metrics))
     if sweep.title:
         ax.set_title(sweep.title, fontsize=10)
     ax.grid(alpha=0.3)

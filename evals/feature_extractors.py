@@ -17,7 +17,6 @@ and resizes to its 16 x 16 input (bilinear, as `load_digits` upsamples).
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import torch
@@ -27,20 +26,14 @@ from safetensors.torch import load_file, save_file
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from evals.checkpoint import sha256_file
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 DIGITS_WEIGHTS = ASSETS / "digits_cnn.safetensors"
 DIGITS_SIZE = 16
 DIGITS_NAME = "digits-cnn"
 INCEPTION_NAME = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file; the suffix is its sha256 prefix
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- digits-cnn ---------------------------------------------------------------------------------

@@ -285,14 +285,18 @@ def load_spec(paper: str) -> Spec:
     return load_spec_file(path)
 
 
-def all_specs() -> list[Spec]:
-    specs = [load_spec(p) for p in paper_ids()]
+def with_checked_links(specs: list[Spec], root: Path = REPRODUCTIONS) -> list[Spec]:
+    """`specs` (each read from `root/<id>/spec.yaml`), once every `builds_on` names one of them."""
     known = {s.id for s in specs}
     for s in specs:
         missing = [b for b in s.builds_on if b not in known]
         if missing:
-            raise SpecError(f"{s.folder / 'spec.yaml'}: field 'builds_on': unknown paper(s) {missing}")
+            raise SpecError(f"{root / s.id / 'spec.yaml'}: field 'builds_on': unknown paper(s) {missing}")
     return specs
+
+
+def all_specs() -> list[Spec]:
+    return with_checked_links([load_spec(p) for p in paper_ids()])
 
 
 def get_tier(spec: Spec, tier: str) -> Tier:

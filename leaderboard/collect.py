@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evals.record import IMAGE_MAGIC, RESULTS, Record, RecordError, load_record
-from evals.spec import REPRODUCTIONS, TIER_NAMES, Published, Spec, SpecError, Tier, load_spec_file
+from evals.spec import REPRODUCTIONS, TIER_NAMES, Published, Spec, Tier, load_spec_file, with_checked_links
 from evals.stats import Summary
 from evals.status import TierStatus, tier_status
 
@@ -39,13 +39,7 @@ def specs_dir() -> Path:
 
 
 def load_specs(root: Path) -> list[Spec]:
-    specs = [load_spec_file(p) for p in sorted(root.glob("*/spec.yaml"))]
-    known = {s.id for s in specs}
-    for s in specs:
-        missing = [b for b in s.builds_on if b not in known]
-        if missing:
-            raise SpecError(f"{root / s.id / 'spec.yaml'}: field 'builds_on': unknown paper(s) {missing}")
-    return specs
+    return with_checked_links([load_spec_file(p) for p in sorted(root.glob("*/spec.yaml"))], root)
 
 
 @dataclass

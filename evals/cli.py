@@ -8,19 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 
 from evals.checkpoint import CheckpointError, sha256_file
-from evals.config import import_paper_module, parse_overrides, resolve
-from evals.record import RESULTS, RecordError, load_record, load_records, record_files
-from evals.spec import ROOT, TIER_NAMES, SpecError, all_specs, get_tier, load_spec, paper_ids, unknown_paper
-from evals.status import paper_status, tier_status
-
-
-def _table(rows: list[dict], empty: str = "(none)") -> str:
-    if not rows:
-        return empty
-    return pd.DataFrame(rows).to_string(index=False)
+from evals.config import paper_module, parse_overrides, parse_seeds, resolve
+from evals.paths import ROOT
+from evals.record import RecordError, load_record, load_records
+from evals.spec import TIER_NAMES, SpecError, all_specs, get_tier, load_spec, paper_ids, unknown_paper
+from evals.status import paper_status
+from evals.summary import table, tier_summary
 
 
 def _spec(paper: str):
@@ -28,18 +23,6 @@ def _spec(paper: str):
     if paper not in ids:
         raise unknown_paper(paper, ids)
     return load_spec(paper)
-
-
-def _seeds(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise SpecError(f"--seeds {text!r}: expected comma-separated integers, e.g. 1,2,3") from None
-    if len(set(seeds)) != len(seeds):
-        raise SpecError(f"--seeds {text!r}: seeds must be distinct")
-    return seeds
 
 
 # -- list / show / status -----------------------------------------------------------------------
@@ -51,7 +34,7 @@ def cmd_list(args) -> None:
         for ts in paper_status(spec, records):
             row[ts.tier] = ts.status
         rows.append(row)
-    print(_table(rows))
+    print(table(rows))
 
 
 def cmd_show(args) -> None:
@@ -61,12 +44,12 @@ def cmd_show(args) -> None:
     if spec.summary:
         print(spec.summary.strip())
     print("\nPublished numbers:")
-    print(_table([{"metric": p.metric, "value": f"{p.value:g}{' ' + p.unit if p.unit else ''}{' (approx.)' if p.approximate else ''}",
+    print(table([{"metric": p.metric, "value": f"{p.value:g}{' ' + p.unit if p.unit else ''}{' (approx.)' if p.approximate else ''}",
                    "where": p.where, "setting": ", ".join(f"{k}={v}" for k, v in p.setting.items())}
                   for p in spec.published], "(none recorded yet)"))
     if spec.references:
         print("\nReference reproductions (not the paper's numbers):")
-        print(_table([{"name": r.name, "metric": r.metric, "value": f"{r.value:g}",
+        print(table([{"name": r.name, "metric": r.metric, "value": f"{r.value:g}",
                        "setting": ", ".join(f"{k}={v}" for k, v in r.setting.items())} for r in spec.references]))
     for name, tier in spec.tiers.items():
         print(f"\nTier {name}: seeds {tier.seeds}, evaluators {', '.join(e.kind for e in tier.evaluators) or '-'}")
@@ -93,7 +76,7 @@ def cmd_status(args) -> None:
     rows = [{"paper": ts.paper, "tier": ts.tier, "status": ts.status, "seeds": ",".join(map(str, ts.seeds)) or "-",
              "targets": f"{ts.targets_met}/{len(ts.targets)}", "stale": len(ts.stale), "newest run": ts.newest or "-"}
             for ts in out if args.paper or ts.status != "not-implemented" or ts.tier == "mini"]
-    print(_table(rows))
+    print(table(rows))
     if args.paper:
         for ts in out:
             for t in ts.targets:
@@ -101,39 +84,6 @@ def cmd_status(args) -> None:
 
 
 # -- reproduce ----------------------------------------------------------------------------------
-def _summary(paper: str, tier: str, paths: list[Path]) -> str:
-    from evals.status import evaluate_tier
-
-    spec = load_spec(paper)
-    t = get_tier(spec, tier)
-    records = [load_record(p) for p in paths]
-    _, arms = evaluate_tier(t, records)
-    # Targets may span arms this invocation did not run: test them over all current records.
-    targets = tier_status(spec, tier, load_records(paper, tier, paths[0].parents[2] if paths else RESULTS)).targets
-    rows = []
-    for arm in t.arms:
-        recs = [r for r in records if r.arm == arm]
-        if not recs:
-            continue
-        row = {"arm": arm, "seeds": ",".join(str(r.seed) for r in recs if r.status == "ok") or "-"}
-        for metric, s in arms.get(arm, {}).items():
-            if metric == "episode_length":
-                continue
-            row[metric] = f"{s.mean:.4g} [{s.ci_low:.4g}, {s.ci_high:.4g}]"
-        row["wall s/seed"] = f"{sum(r.provenance.wall_time_s for r in recs) / len(recs):.0f}"
-        bad = [f"seed {r.seed}: {r.status}" for r in recs if r.status != "ok"]
-        if bad:
-            row["problems"] = "; ".join(bad)
-        rows.append(row)
-    lines = ["", f"{paper} / {tier}: mean and 95% bootstrap CI over seeds", _table(rows)]
-    if targets:
-        lines.append(f"targets over all current records of {paper}/{tier}:")
-    for tr in targets:
-        lines.append(f"{'MET    ' if tr.met else 'NOT MET'} {tr.expr} [{tr.test}]: {tr.detail}")
-    lines.append("records: " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in paths))
-    return "\n".join(lines)
-
-
 def _dry_run(paper: str, tier: str, seeds, arms, overrides) -> None:
     import torch
 
@@ -142,15 +92,15 @@ def _dry_run(paper: str, tier: str, seeds, arms, overrides) -> None:
     seed = (seeds or t.seeds)[0]
     for arm in arms or list(t.arms):
         resolved = resolve(spec, tier, arm, seed, overrides)
-        module = import_paper_module(resolved.module)
+        module = paper_module(resolved.module)
         print(f"[{arm}] config: {json.dumps(resolved.config_dict)}")
-        missing = getattr(module, "required_data", lambda c: [])(resolved.config)
+        missing = module.required_data(resolved.config)
         if missing:
             raise SpecError(f"{paper}/{tier} arm {arm}: missing data: " + "; ".join(missing))
         torch.manual_seed(seed)
         agent = module.build(resolved.config)
         print(f"[{arm}] built {type(agent).__name__}: {agent.num_parameters():,} parameters")
-        step = getattr(module, "dry_run_step", None)
+        step = module.dry_run_step
         if step is None:
             print(f"[{arm}] (the module has no dry_run_step; built only)")
             continue
@@ -162,10 +112,10 @@ def _dry_run(paper: str, tier: str, seeds, arms, overrides) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from evals.runner import RunOptions, job_list, launch
+    from evals.tier_runner import RunOptions, job_list, launch
 
     overrides = parse_overrides(args.set or [])
-    seeds = _seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     arms = [a for a in (args.arms or "").split(",") if a] or None
     _spec(args.paper)
     if args.dry_run:
@@ -186,7 +136,7 @@ def cmd_reproduce(args) -> None:
     print(f"{args.paper}/{args.tier}: {len(jobs)} run(s) ({', '.join(f'{j.arm}:{j.seed}' for j in jobs)}), "
           f"launcher {args.launcher}, jobs {args.jobs}", file=sys.stderr)
     paths = launch(jobs, overrides, opts, n_jobs=args.jobs, launcher=args.launcher)
-    print(_summary(args.paper, args.tier, paths))
+    print(tier_summary(args.paper, args.tier, paths))
 
 
 # -- evaluate -----------------------------------------------------------------------------------
@@ -214,12 +164,12 @@ def _locate_run(target: Path) -> tuple[dict, Path]:
 
 
 def cmd_evaluate(args) -> None:
-    from evals.runner import evaluate_agent, evaluators_for
+    from evals.tier_runner import evaluate_agent, evaluators_for
 
     info, ckpt = _locate_run(Path(args.run))
     spec = load_spec(info["paper"])
     resolved = resolve(spec, info["tier"], info["arm"], info["seed"], info["config"])
-    module = import_paper_module(resolved.module)
+    module = paper_module(resolved.module)
     agent = module.build(resolved.config).load(ckpt)
     results = evaluate_agent(agent, resolved.config, evaluators_for(info["paper"], info["tier"]))
     if args.json:

@@ -16,14 +16,20 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from evals.contract import ContractError, PaperHooks, paper_hooks
 from evals.spec import SpecError, Spec, get_tier
 
 
-def import_paper_module(name: str):
+def paper_module(name: str) -> PaperHooks:
+    """The paper module `name`, checked against the contract (evals/contract.py)."""
     try:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
     except ModuleNotFoundError as e:
         raise SpecError(f"cannot import paper module {name!r}: {e}") from None
+    try:
+        return paper_hooks(module)
+    except ContractError as e:
+        raise SpecError(str(e)) from None
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -38,6 +44,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """`--seeds 1,2,3`; None when not given (the spec's seeds)."""
+    if not text:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SpecError(f"--seeds {text!r}: expected comma-separated integers, e.g. 1,2,3") from None
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"--seeds {text!r}: seeds must be distinct")
+    return seeds
 
 
 def build_config(config_cls: type, layers: list[tuple[str, dict[str, Any]]]):
@@ -96,12 +115,10 @@ def resolve(spec: Spec, tier: str, arm: str, seed: int, overrides: dict[str, Any
         raise SpecError(f"{spec_file}: tier '{tier}' has no arm {arm!r} (arms: {', '.join(t.arms)})")
     arm_spec = t.arms[arm]
     module_name = arm_spec.module or spec.module
-    module = import_paper_module(module_name)
-    if not hasattr(module, "Config"):
-        raise SpecError(f"paper module {module_name!r} defines no Config dataclass")
+    hooks = paper_module(module_name)
     layers = [
         (f"{spec_file}: tiers.{tier}.config", t.config),
         (f"{spec_file}: tiers.{tier}.arms.{arm}.config", arm_spec.config),
         ("--set", overrides or {}),
     ]
-    return ResolvedRun(spec.id, tier, arm, seed, module_name, build_config(module.Config, layers))
+    return ResolvedRun(spec.id, tier, arm, seed, module_name, build_config(hooks.Config, layers))

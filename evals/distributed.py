@@ -19,15 +19,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evals.record import RESULTS, RUNS
+from evals import paths
 
 
 def torchrun_command(paper: str, nproc: int, tier: str, seeds: str | None = None, arms: str | None = None,
                      overrides: list[str] | None = None, device: str = "auto", threads: int = 1,
-                     progress: bool = True, results: Path = RESULTS, runs: Path = RUNS) -> list[str]:
+                     progress: bool = True, results: Path | None = None, runs: Path | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "evals.distributed", paper, "--tier", tier, "--device", device, "--threads", str(threads),
-           "--results", str(results), "--runs", str(runs)]
+           "--results", str(results or paths.results_dir()), "--runs", str(runs or paths.runs_dir())]
     cmd += ["--seeds", seeds] if seeds else []
     cmd += ["--arms", arms] if arms else []
     for pair in overrides or []:
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from evals.cli import _seeds, _summary
-    from evals.config import parse_overrides
-    from evals.runner import RunOptions, job_list, run_one
+    from evals.config import parse_overrides, parse_seeds
+    from evals.summary import tier_summary
+    from evals.tier_runner import RunOptions, job_list, run_one
 
     p = argparse.ArgumentParser(prog="python -m evals.distributed", description=__doc__.splitlines()[0])
     p.add_argument("paper")
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--results", type=Path, default=RESULTS)
-    p.add_argument("--runs", type=Path, default=RUNS)
+    p.add_argument("--results", type=Path, default=paths.results_dir())
+    p.add_argument("--runs", type=Path, default=paths.runs_dir())
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if "LOCAL_RANK" not in os.environ:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         device = f"cuda:{local_rank}"
     dist.init_process_group(backend)
     overrides = parse_overrides(args.set)
-    jobs = job_list(args.paper, args.tier, _seeds(args.seeds), [a for a in (args.arms or "").split(",") if a] or None,
+    jobs = job_list(args.paper, args.tier, parse_seeds(args.seeds), [a for a in (args.arms or "").split(",") if a] or None,
                     overrides)
     scratch = None if rank == 0 else Path(tempfile.mkdtemp(prefix=f"repro-rank{rank}-"))
     opts = RunOptions(device="cpu" if device == "auto" else device, threads=args.threads,
@@ -89,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                       results=args.results if scratch is None else scratch / "results",
                       runs=args.runs if scratch is None else scratch / "runs")
     try:
-        paths = [run_one(job, opts) for job in jobs]
+        written = [run_one(job, opts) for job in jobs]
     finally:
         dist.destroy_process_group()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     if rank == 0:
-        print(_summary(args.paper, args.tier, paths))
+        print(tier_summary(args.paper, args.tier, written))
     return 0
 
 

@@ -120,7 +120,7 @@ def register() -> None:
 def train_digits(out: Path = DIGITS_WEIGHTS, epochs: int = 30, seed: int = 0) -> dict[str, float]:
     """Train `digits-cnn` on the digits training split (16 x 16, random shifts of up to 2 pixels),
     seeded and single-threaded so the same machine gives the same bytes. Returns test accuracy."""
-    from reproductions.common.images import load_digits
+    from evals.tasks.images import load_digits
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from evals.spec import ROOT
+from evals.paths import ROOT
 
 PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "mujoco", "pydantic", "safetensors")
 
@@ -30,15 +30,24 @@ def _module_to_paths(module: str) -> list[str]:
     return [f"{base}.py", f"{base}/__init__.py"]
 
 
+HASHED_PACKAGES = ("reproductions", "evals.tasks")  # the code that decides a paper's numbers
+
+
+def _hashed(module: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in HASHED_PACKAGES)
+
+
 def source_files(module: str, read: Reader = _read_worktree) -> dict[str, bytes]:
-    """The files of `reproductions` a paper module runs: itself and everything it imports from
-    `reproductions.*`, transitively (found by reading the imports, not by executing them)."""
+    """The files a paper module runs that decide its numbers: itself and everything it imports
+    from `reproductions.*` and from the task package `evals.tasks.*`, transitively (found by
+    reading the imports, not by executing them). The rest of the harness is versioned otherwise
+    (evaluators by their version, the record by its schema)."""
     found: dict[str, bytes] = {}
     queue = [module]
     seen: set[str] = set()
     while queue:
         mod = queue.pop()
-        if mod in seen or not mod.startswith("reproductions"):
+        if mod in seen or not _hashed(mod):
             continue
         seen.add(mod)
         parts = mod.split(".")

@@ -15,11 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evals.spec import ROOT
+from evals import paths
 
 RECORD_SCHEMA_VERSION = 1
-RESULTS = ROOT / "results"
-RUNS = ROOT / "runs"
 MAX_CURVE_POINTS = 200
 # Images a run leaves in its run folder (sample grids, reconstructions, plots) are published beside
 # its record, in results/<paper>/<tier>/<run_id>/, for the site: raster formats only (an SVG can
@@ -110,11 +108,11 @@ def thin_curve(points: list[tuple[int, float, float]], limit: int = MAX_CURVE_PO
     return [points[i] for i in idx]
 
 
-def record_path(record: Record, results: Path = RESULTS) -> Path:
-    return results / record.paper / record.tier / f"{record.run_id}.json"
+def record_path(record: Record, results: Path | None = None) -> Path:
+    return (results or paths.results_dir()) / record.paper / record.tier / f"{record.run_id}.json"
 
 
-def write_record(record: Record, results: Path = RESULTS) -> Path:
+def write_record(record: Record, results: Path | None = None) -> Path:
     path = record_path(record, results)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
@@ -171,10 +169,10 @@ def load_record(path: Path) -> Record:
         raise RecordError(f"{path}: field '{loc}': {err['msg']}{more}") from None
 
 
-def record_files(paper: str | None = None, tier: str | None = None, results: Path = RESULTS) -> list[Path]:
+def record_files(paper: str | None = None, tier: str | None = None, results: Path | None = None) -> list[Path]:
     pattern = f"{paper or '*'}/{tier or '*'}/*.json"
-    return sorted(results.glob(pattern))
+    return sorted((results or paths.results_dir()).glob(pattern))
 
 
-def load_records(paper: str | None = None, tier: str | None = None, results: Path = RESULTS) -> list[Record]:
+def load_records(paper: str | None = None, tier: str | None = None, results: Path | None = None) -> list[Record]:
     return [load_record(p) for p in record_files(paper, tier, results)]

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ROOT = Path(__file__).resolve().parent.parent
-REPRODUCTIONS = ROOT / "reproductions"
+from evals.paths import REPRODUCTIONS
+
 
 AREAS = (
     "llm-backbone",
@@ -115,7 +115,7 @@ def parse_expr(expr: str) -> tuple[Term, str, Term]:
 
 
 class Target(Strict):
-    """A condition a tier must meet, tested over seeds (DESIGN.md, 'Acceptance statistics').
+    """A condition a tier must meet, tested over seeds (the tests are in evals/stats.py).
 
     Tests:
     - `bootstrap` (default): the 95% percentile-bootstrap CI over seeds of the mean of the left
@@ -227,11 +227,17 @@ class Spec(Strict):
     url: str | None = None
     area: Literal[AREAS]  # type: ignore[valid-type]
     builds_on: list[str] = Field(default_factory=list)
-    module: str
+    module: str | None = None  # the paper's module; default reproductions.<id>
     summary: str | None = None
     published: list[Published] = Field(default_factory=list)
     references: list[Reference] = Field(default_factory=list)
     tiers: dict[Literal[TIER_NAMES], Tier] = Field(default_factory=dict)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _default_module(self) -> "Spec":
+        if self.module is None:
+            self.module = f"reproductions.{self.id}"
+        return self
 
     @property
     def folder(self) -> Path:

@@ -1,4 +1,4 @@
-"""Statistics over seeds and the target tests (DESIGN.md, 'Acceptance statistics').
+"""Statistics over seeds and the target tests (CONTRIBUTING.md, 'Adding a paper': targets).
 
 Resampling is over seeds, never over evaluation episodes. The bootstrap uses a fixed generator so
 the same records always give the same interval, and anyone can recompute it.

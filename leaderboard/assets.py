@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from evals.spec import ROOT
+from evals.paths import ROOT
 
 MERMAID_VERSION = "11.17.2"  # the major version Material for MkDocs 9 expects
 CACHE = Path(os.environ.get("REPRO_SITE_CACHE") or Path(sys.prefix) / "share" / "repro-site")

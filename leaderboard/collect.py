@@ -7,12 +7,12 @@ run), so a reader sees that runs exist but no longer count.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evals.record import IMAGE_MAGIC, RESULTS, Record, RecordError, load_record
-from evals.spec import REPRODUCTIONS, TIER_NAMES, Published, Spec, Tier, load_spec_file, with_checked_links
+
+from evals.record import IMAGE_MAGIC, Record, RecordError, load_record
+from evals.spec import TIER_NAMES, Published, Spec, Tier, load_spec_file, with_checked_links
 from evals.stats import Summary
 from evals.status import TierStatus, tier_status
 
@@ -26,16 +26,6 @@ STATUS_LABELS = {
 }
 STATUS_RANK = {s: i for i, s in enumerate(STATUS_LABELS)}  # best first: the sort order on the site
 SAMPLE_SUFFIXES = tuple(IMAGE_MAGIC)
-
-
-def results_dir() -> Path:
-    """`REPRO_RESULTS` when set (tests, the build-time benchmark), else the committed results/."""
-    return Path(os.environ.get("REPRO_RESULTS") or RESULTS)
-
-
-def specs_dir() -> Path:
-    """`REPRO_SPECS` when set (a folder of <id>/spec.yaml), else reproductions/."""
-    return Path(os.environ.get("REPRO_SPECS") or REPRODUCTIONS)
 
 
 def load_specs(root: Path) -> list[Spec]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from evals.spec import ROOT
+from evals.paths import ROOT
 
 MAKEFILE = ROOT / "Makefile"
 TARGET = "reproduce"

@@ -8,7 +8,7 @@
 
 from mkdocs.structure.files import File
 
-from leaderboard.collect import results_dir
+from evals.paths import results_dir
 from leaderboard.generate import static_files
 from leaderboard.links import repository_links
 

@@ -9,7 +9,8 @@ import logging
 import mkdocs_gen_files
 from mkdocs.structure.files import InclusionLevel
 
-from leaderboard.collect import load_specs, results_dir, specs_dir
+from evals.paths import results_dir, specs_dir
+from leaderboard.collect import load_specs
 from leaderboard.generate import generate
 
 log = logging.getLogger("mkdocs.plugins.leaderboard")

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from evals.record import EvalResult, Provenance, Record
-from evals.run import Run
-from evals.runner import RunOptions, run_one
+from evals.run_context import Run
+from evals.tier_runner import RunOptions, run_one
 
 
 def make_record(run_id="demo-mini-ours-s1-x", seed=1, arm="ours", value=-150.0, **kw) -> Record:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from reproductions.common import code_corpus as cc
+from evals.tasks import code_corpus as cc
 
 
 @pytest.fixture

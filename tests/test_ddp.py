@@ -11,7 +11,7 @@ from evals import cli
 from evals.config import resolve
 from evals.distributed import torchrun_command
 from evals.record import load_record
-from evals.runner import run_one
+from evals.tier_runner import run_one
 from evals.spec import load_spec
 from reproductions.transformer import lm
 

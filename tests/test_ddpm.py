@@ -10,7 +10,7 @@ from PIL import Image
 
 from evals.config import resolve
 from evals.record import load_record
-from evals.runner import run_one
+from evals.tier_runner import run_one
 from evals.spec import load_spec
 from reproductions.ddpm import ddpm
 from reproductions.ddpm.diffusion import GaussianDiffusion

@@ -12,9 +12,10 @@ from evals import cli
 from evals.config import resolve
 from evals.evaluators import resolve_evaluator
 from evals.record import load_record
-from evals.runner import run_one
+from evals.tier_runner import run_one
 from evals.spec import EvaluatorSpec, load_spec
-from reproductions.common.atari import ConvTorso, is_atari, make_atari
+from evals.tasks.atari import is_atari, make_atari
+from reproductions.common.conv_torso import ConvTorso
 from reproductions.dqn import dqn
 from tests.factories import interrupt
 
@@ -167,7 +168,7 @@ def test_smoke_runs_write_complete_records(run_opts, arm):
     if arm.endswith("pong"):  # a Pong game outlasts the smoke budget: no whole game in the curves
         assert ev.protocol["noop_starts"] == "1..30 no-op actions at reset"
         assert ev.metrics["return"] >= -21
-        assert "reproductions/common/atari.py" in rec.provenance.source_files
+        assert "evals/tasks/atari.py" in rec.provenance.source_files
     else:
         assert "train_return" in rec.curves
     if arm == "ours":

@@ -6,7 +6,7 @@ import torch_fidelity
 
 from evals import feature_extractors as fx
 from evals.evaluators import fid as fid_eval
-from reproductions.common.images import load_digits
+from evals.tasks.images import load_digits
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest
 from evals import cli
 from evals.config import resolve
 from evals.record import load_record, load_records
-from evals.run import DivergenceError, Run
-from evals.runner import job_list, launch, run_one
+from evals.run_context import DivergenceError, Run
+from evals.tier_runner import job_list, launch, run_one
 from evals.spec import Target, load_spec
 from evals.stats import bootstrap_ci, check_target
 from evals.status import current_source_hash, tier_status
@@ -152,7 +152,7 @@ def test_status_from_records():
 
 
 def test_logged_values_reach_the_file_while_the_run_goes_on(tmp_path, monkeypatch):
-    import evals.run as run_module
+    import evals.run_context as run_module
 
     monkeypatch.setattr(run_module, "FLUSH_EVERY_S", 0.0)
     run = run_module.Run(tmp_path, seed=1, device=torch.device("cpu"), progress=False, tensorboard=False)

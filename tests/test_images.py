@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reproductions.common.images import (COLOURS, SHAPES, SIZES, dataset_fingerprint, load_digits,
+from evals.tasks.images import (COLOURS, SHAPES, SIZES, dataset_fingerprint, load_digits,
                                          make_shapes)
 
 
@@ -125,7 +125,7 @@ def _write_image_folder(root, split, colours, fmt):
 
 def test_imagenet_loader_reads_class_folders(tmp_path):
     """A tiny ImageNet in its on-disk layout: root/{train,val}/<class>/<image> (JPEG and PNG)."""
-    from reproductions.common.image_loaders import fingerprint, image_dataset
+    from evals.tasks.image_loaders import fingerprint, image_dataset
 
     colours = {"n01440764": (255, 0, 0), "n01443537": (0, 0, 255)}
     _write_image_folder(tmp_path, "train", colours, "JPEG")
@@ -143,7 +143,7 @@ def test_imagenet_loader_reads_class_folders(tmp_path):
 
 
 def test_missing_roots_are_named(tmp_path):
-    from reproductions.common.image_loaders import image_dataset, missing_data
+    from evals.tasks.image_loaders import image_dataset, missing_data
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "imagenet" / "train")):
         image_dataset("imagenet", "val", 16, tmp_path / "imagenet")
@@ -162,7 +162,7 @@ def test_cifar10_loader_reads_the_python_batches(tmp_path, monkeypatch):
     import numpy as np
     import torchvision.datasets.cifar
 
-    from reproductions.common.image_loaders import fingerprint, image_dataset
+    from evals.tasks.image_loaders import fingerprint, image_dataset
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

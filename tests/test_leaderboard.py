@@ -10,7 +10,8 @@ import pytest
 
 from evals.cli import build_parser
 from evals.record import RecordError, write_record
-from evals.spec import ROOT, all_specs
+from evals.paths import ROOT
+from evals.spec import all_specs
 from evals.stats import bootstrap_ci
 from leaderboard import pages, tables
 from leaderboard.collect import collect, collect_paper, load_specs

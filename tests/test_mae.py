@@ -8,7 +8,7 @@ import torch
 
 from evals.config import resolve
 from evals.record import load_record
-from evals.runner import run_one
+from evals.tier_runner import run_one
 from evals.spec import load_spec
 from reproductions.mae import mae
 from reproductions.vit.model import patchify
@@ -120,7 +120,7 @@ def test_reconstruction_pastes_visible_patches(tmp_path):
 
 
 def test_linear_probe_reads_a_frozen_copy_of_the_encoder(tmp_path):
-    from evals.run import Run
+    from evals.run_context import Run
 
     cfg = mae.Config(**{**TINY, "probe_steps": 20})
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import torch
 from evals import cli
 from evals.config import resolve
 from evals.record import load_record
-from evals.runner import run_one
+from evals.tier_runner import run_one
 from evals.spec import load_spec
 from reproductions.ppo import ppo
 

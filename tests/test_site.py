@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from evals.spec import ROOT, load_spec
+from evals.paths import ROOT
+from evals.spec import load_spec
 from tests.fixtures.site.records import write_records
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -3,7 +3,7 @@
 import pytest
 
 from evals.record import load_record
-from evals.runner import job_list, run_one
+from evals.tier_runner import job_list, run_one
 from evals.spec import all_specs
 
 SMOKE = [s.id for s in all_specs() if "smoke" in s.tiers]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from evals.config import resolve
 from evals.evaluators.bleu import corpus_bleu_from_samples
 from evals.record import load_record
-from evals.runner import run_one
+from evals.tier_runner import run_one
 from evals.spec import load_spec
 from reproductions.transformer import translation, translation_data as data
 from reproductions.transformer.encdec import EOS, PAD, Transformer, beam_search, label_smoothed_nll, length_penalty, noam_lr

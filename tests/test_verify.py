@@ -19,10 +19,11 @@ from safetensors.torch import save_file
 
 from evals import cli, provenance
 from evals.checkpoint import sha256_file
-from evals.config import import_paper_module, resolve
+from evals.config import paper_module, resolve
 from evals.record import EvalResult, Provenance, Record, load_record, new_run_id, write_record
-from evals.runner import RunOptions, _own_target_checks, evaluate_agent, evaluators_for, run_one
-from evals.spec import ROOT, Target, load_spec
+from evals.tier_runner import RunOptions, _own_target_checks, evaluate_agent, evaluators_for, run_one
+from evals.paths import ROOT
+from evals.spec import Target, load_spec
 from evals.status import current_source_hash, tier_status
 from evals.verify import VerifyOptions, verify
 from evals.verify.checks import MAX_RECORD_BYTES
@@ -287,7 +288,7 @@ def full(made, tmp_path_factory):
     root = tmp_path_factory.mktemp("full")
     resolved = resolve(load_spec("sac"), "full", "ours_hopper", 1)
     torch.manual_seed(1)
-    agent = import_paper_module(resolved.module).build(resolved.config)
+    agent = paper_module(resolved.module).build(resolved.config)
     (root / "cache").mkdir()
     tmp = root / "final.safetensors"
     agent.save(tmp)

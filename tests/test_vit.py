@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from evals.config import resolve
 from evals.record import load_record
-from evals.run import Run
-from evals.runner import run_one
+from evals.run_context import Run
+from evals.tier_runner import run_one
 from evals.spec import load_spec
 from reproductions.vit import classify, resnet_baseline, vit
 from reproductions.vit.model import Attention, Block, ViT, patchify, unpatchify
@@ -136,7 +136,7 @@ def test_weight_decay_skips_biases_norms_and_embeddings():
 def test_tiny_vit_learns_digits(tmp_path):
     """A tiny ViT tells the handwritten 0s, 1s and 7s of the held-out split apart after 80 steps
     (chance is a third)."""
-    from reproductions.common.images import load_digits
+    from evals.tasks.images import load_digits
 
     def subset(split):
         x, y = load_digits(split)

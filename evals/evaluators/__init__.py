@@ -1,7 +1,10 @@
 """Common evaluators: named, versioned, and the same for every arm and every contributor.
 
-An evaluator is a function `(agent, config, options) -> EvalResult` registered with its name,
-its version (bumped by any change that alters results) and a pydantic model of its options.
+An evaluator is a function `(agent, config, options) -> Measured` registered with its name, its
+version (bumped by any change that alters results) and a pydantic model of its options; the
+registry stamps the name and version on the `EvalResult` it makes of the measurement, so each is
+declared once. What an evaluator needs of the trained thing is a capability of
+`evals.contract` (an `Actor`, a `Classifier`, ...); the data it scores on comes from `evals.tasks`.
 
 A summary metric is checkable from the record alone when it is the mean of the samples of its own
 name; an evaluator whose metrics are derived otherwise (an accuracy from per-image correctness,
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -23,16 +26,28 @@ from evals.record import EvalResult
 from evals.spec import EvaluatorSpec, SpecError
 
 
+@dataclass
+class Measured:
+    """What an evaluator function returns: summary metrics, the per-episode / per-sample values
+    they come from, and the protocol."""
+
+    metrics: dict[str, float]
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Evaluator:
     name: str
     version: int
     options: type[BaseModel]
-    fn: Callable[[Any, Any, BaseModel], EvalResult]
+    fn: Callable[[Any, Any, BaseModel], Measured]
     derive: Callable[[EvalResult], dict[str, float]] | None = None
 
     def __call__(self, agent, config, options: BaseModel) -> EvalResult:
-        return self.fn(agent, config, options)
+        m = self.fn(agent, config, options)
+        return EvalResult(evaluator=self.name, version=self.version, metrics=m.metrics, samples=m.samples,
+                          protocol=m.protocol)
 
 
 REGISTRY: dict[str, Evaluator] = {}

@@ -15,12 +15,11 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.evaluators import register
+from evals.contract import Actor, capability
+from evals.evaluators import Measured, register
 from evals.record import EvalResult
-from reproductions.common.atari import is_atari, make_atari
-from reproductions.common.envs import make_env
-
-VERSION = 1
+from evals.tasks.atari import is_atari, make_atari
+from evals.tasks.envs import make_env
 
 
 class AtariReturnOptions(BaseModel):
@@ -53,13 +52,14 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"best_return": max(result.samples["return"])} if result.samples else {}
 
 
-@register("atari_return", version=VERSION, options=AtariReturnOptions, derive=derive)
-def atari_return(agent, config, options: AtariReturnOptions) -> EvalResult:
+@register("atari_return", version=1, options=AtariReturnOptions, derive=derive)
+def atari_return(agent, config, options: AtariReturnOptions) -> Measured:
+    actor = capability(agent, Actor, "atari_return")
     atari = is_atari(config.env_id)
     env = make_atari(config.env_id, training=False, noop_max=options.noop_max) if atari else make_env(config.env_id)
     seeds = [options.seed_base + i for i in range(options.episodes)]
     try:
-        returns, lengths = play(env, lambda obs: agent.act(obs, deterministic=options.deterministic), seeds,
+        returns, lengths = play(env, lambda obs: actor.act(obs, deterministic=options.deterministic), seeds,
                                 options.epsilon, np.random.default_rng(options.seed_base))
     finally:
         env.close()
@@ -84,9 +84,7 @@ def atari_return(agent, config, options: AtariReturnOptions) -> EvalResult:
             "reward_clipping": "none (game score)",
             "life_loss": "not terminal (whole games)",
         })
-    return EvalResult(
-        evaluator="atari_return", version=VERSION,
-        metrics={"return": float(np.mean(returns)), "best_return": float(np.max(returns)),
+    return Measured(metrics={"return": float(np.mean(returns)), "best_return": float(np.max(returns)),
                  "episode_length": float(np.mean(lengths))},
         samples={"return": returns, "episode_length": [float(x) for x in lengths]},
         protocol=protocol,

@@ -16,10 +16,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from evals.evaluators import register
+from evals.contract import AttentionMeasurements, capability
+from evals.evaluators import Measured, register
 from evals.record import EvalResult
-
-VERSION = 2  # 2: samples named <quantity>_by_n_<method>, apart from the metrics
 
 
 class AttentionCostOptions(BaseModel):
@@ -60,17 +59,18 @@ def derive(result: EvalResult) -> dict[str, float]:
                      _measurements(result.samples, "tokens_per_s", p["speed_lengths"]), p["ours"])
 
 
-@register("attention_cost", version=VERSION, options=AttentionCostOptions, derive=derive)
-def attention_cost(agent, config, options: AttentionCostOptions) -> EvalResult:
+# version 2: samples named <quantity>_by_n_<method>, apart from the metrics
+@register("attention_cost", version=2, options=AttentionCostOptions, derive=derive)
+def attention_cost(agent, config, options: AttentionCostOptions) -> Measured:
+    agent = capability(agent, AttentionMeasurements, "attention_cost")
     memory = {method: {n: b / 2**20 for n, b in row.items()} for method, row in agent.memory.items()}
     metrics = summarise(memory, agent.speed, options.ours)
     samples = {f"memory_mib_by_n_{method}": [row[n] for n in sorted(row)] for method, row in memory.items()}
     samples |= {f"tokens_per_s_by_n_{method}": [row[n] for n in sorted(row)] for method, row in agent.speed.items()}
     metrics["max_abs_error"] = agent.max_abs_error
-    return EvalResult(
-        evaluator="attention_cost", version=VERSION, metrics=metrics, samples=samples,
+    return Measured(metrics=metrics, samples=samples,
         protocol={"ours": options.ours, "memory_lengths": {m: sorted(row) for m, row in memory.items()},
                   "speed_lengths": {m: sorted(row) for m, row in agent.speed.items()},
                   "memory_reported_at": max(memory[options.ours]), "speed_reported_at": max(agent.speed[options.ours]),
-                  "measurement": getattr(agent, "measurement", "not stated by the agent")},
+                  "measurement": agent.measurement},
     )

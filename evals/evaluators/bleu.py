@@ -16,10 +16,10 @@ import sacrebleu
 from pydantic import BaseModel, ConfigDict, Field
 from sacrebleu.metrics import BLEU
 
-from evals.evaluators import register
+from evals.contract import Translator
+from evals.evaluators import Measured, register
 from evals.record import EvalResult
 
-VERSION = 1
 STAT_NAMES = [f"correct_{n}" for n in range(1, 5)] + [f"total_{n}" for n in range(1, 5)] + ["sys_len", "ref_len"]
 
 
@@ -39,10 +39,10 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"bleu": corpus_bleu_from_samples(result.samples)} if result.samples else {}
 
 
-@register("bleu", version=VERSION, options=BLEUOptions, derive=derive)
-def bleu(agent, config, options: BLEUOptions) -> EvalResult:
-    if not hasattr(agent, "translate"):
-        return EvalResult(evaluator="bleu", version=VERSION, metrics={},
+@register("bleu", version=1, options=BLEUOptions, derive=derive)
+def bleu(agent, config, options: BLEUOptions) -> Measured:
+    if not isinstance(agent, Translator):
+        return Measured(metrics={},
                           protocol={"scored": False, "reason": f"{type(agent).__name__} does not translate"})
     pairs = agent.held_out()
     if options.sentences:
@@ -62,6 +62,5 @@ def bleu(agent, config, options: BLEUOptions) -> EvalResult:
                             f"{getattr(config, 'length_alpha', '?')}"}
     if options.keep_outputs:
         protocol["outputs"] = hypotheses
-    return EvalResult(evaluator="bleu", version=VERSION,
-                      metrics={"bleu": corpus.score, "exact_match": sum(samples["exact_match"]) / len(pairs)},
+    return Measured(metrics={"bleu": corpus.score, "exact_match": sum(samples["exact_match"]) / len(pairs)},
                       samples=samples, protocol=protocol)

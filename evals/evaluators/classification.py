@@ -14,13 +14,16 @@ reports `linear_accuracy` from `agent.probe_logits`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
-from evals.evaluators import register
+from evals.contract import Classifier, ProbedClassifier, capability
+from evals.evaluators import Measured, register
 from evals.record import EvalResult
-from reproductions.common.image_loaders import HELDOUT, SHAPES_DEFAULT_N, fingerprint, image_dataset
+from evals.tasks.image_loaders import HELDOUT, SHAPES_DEFAULT_N, fingerprint, image_dataset
 
 
 class ClassificationOptions(BaseModel):
@@ -29,7 +32,7 @@ class ClassificationOptions(BaseModel):
     n: int = Field(0, ge=0)      # shapes: images drawn for the split (0: 2,000); others: the first n (0: all)
     batch_size: int = Field(256, ge=1)
     top_k: int = Field(5, ge=2)
-    method: str = "predict_logits"
+    method: Literal["predict_logits", "probe_logits"] = "predict_logits"
     prefix: str = ""             # prepended to the metric and sample names
 
 
@@ -43,14 +46,13 @@ def derive(result: EvalResult) -> dict[str, float]:
 
 
 @register("classification", version=1, options=ClassificationOptions, derive=derive)
-def classification(agent, config, options: ClassificationOptions) -> EvalResult:
+def classification(agent, config, options: ClassificationOptions) -> Measured:
     split = options.split or HELDOUT[config.dataset]
     ds = image_dataset(config.dataset, split, config.image_size, getattr(config, "data_root", None), options.n)
     loader = DataLoader(ds, batch_size=options.batch_size, shuffle=False, num_workers=getattr(config, "workers", 0)
                         if not isinstance(ds, torch.utils.data.TensorDataset) else 0)
-    predict = getattr(agent, options.method, None)
-    if predict is None:
-        raise ValueError(f"classification: the trained {type(agent).__name__} has no method {options.method!r}")
+    wanted = ProbedClassifier if options.method == "probe_logits" else Classifier
+    predict = getattr(capability(agent, wanted, "classification"), options.method)
     top1, topk, n_classes = [], [], 0
     for x, y in loader:
         logits = predict(x).float().cpu()
@@ -67,10 +69,7 @@ def classification(agent, config, options: ClassificationOptions) -> EvalResult:
         metrics[f"{pre}top{options.top_k}_accuracy"] = sum(topk) / len(topk)
         samples[f"{pre}correct_top{options.top_k}"] = topk
     n_requested = options.n or (SHAPES_DEFAULT_N[split] if config.dataset == "shapes" else 0)
-    return EvalResult(
-        evaluator="classification",
-        version=1,
-        metrics=metrics,
+    return Measured(metrics=metrics,
         samples=samples,
         protocol={
             "dataset": config.dataset,

@@ -25,10 +25,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.evaluators import register
-from evals.record import EvalResult
-
-VERSION = 1
+from evals.contract import ImageSampler, capability
+from evals.evaluators import Measured, register
 
 
 class FIDOptions(BaseModel):
@@ -67,8 +65,8 @@ def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
 
 
 def real_images(dataset: str, split: str, size: int, root: str | None) -> torch.Tensor:
-    """A split of a dataset of reproductions.common.image_loaders as float N x C x H x W in [0, 1]."""
-    from reproductions.common.image_loaders import image_dataset
+    """A split of a dataset of evals.tasks.image_loaders as float N x C x H x W in [0, 1]."""
+    from evals.tasks.image_loaders import image_dataset
 
     ds = image_dataset(dataset, split, size, root)
     if isinstance(ds, torch.utils.data.TensorDataset):
@@ -101,12 +99,12 @@ def fidelity(images: torch.Tensor, reference: torch.Tensor, options: FIDOptions,
             "isc": out["inception_score_mean"]}
 
 
-@register("fid", version=VERSION, options=FIDOptions)
-def fid(agent, config, options: FIDOptions) -> EvalResult:
+@register("fid", version=1, options=FIDOptions)
+def fid(agent, config, options: FIDOptions) -> Measured:
     import torch_fidelity
 
     from evals import feature_extractors as fx
-    from reproductions.common.image_loaders import HELDOUT
+    from evals.tasks.image_loaders import HELDOUT
 
     if options.extractor == fx.DIGITS_NAME:
         fx.register()
@@ -115,7 +113,7 @@ def fid(agent, config, options: FIDOptions) -> EvalResult:
         weights = fx.inception_weights(options.inception_weights)
 
     with torch.no_grad():
-        generated = draw_samples(agent, options.num_samples, options.batch_size, options.seed)
+        generated = draw_samples(capability(agent, ImageSampler, "fid"), options.num_samples, options.batch_size, options.seed)
     size = generated.shape[-1]
     reference = real_images(options.dataset, "train", size, options.data_root)
     heldout = real_images(options.dataset, HELDOUT[options.dataset], size, options.data_root)
@@ -131,8 +129,7 @@ def fid(agent, config, options: FIDOptions) -> EvalResult:
         "fid": ours["fid"], "fid_real_floor": real["fid"], "fid_noise_baseline": base["fid"],
         "kid": ours["kid"], "kid_real_floor": real["kid"], "isc": ours["isc"], "isc_real": real["isc"],
     }
-    return EvalResult(
-        evaluator="fid", version=VERSION, metrics={k: float(v) for k, v in metrics.items()},
+    return Measured(metrics={k: float(v) for k, v in metrics.items()},
         protocol={
             "extractor": options.extractor,
             "extractor_weights": weights.name,

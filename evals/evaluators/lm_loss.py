@@ -24,11 +24,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.evaluators import register
+from evals.contract import LanguageModel, PublishedCheckpoint, ReportsStatistics
+from evals.evaluators import Measured, register
 from evals.record import EvalResult
-from reproductions.common import code_corpus
-
-VERSION = 1
+from evals.tasks import code_corpus
 
 
 class LMLossOptions(BaseModel):
@@ -58,11 +57,11 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"val_loss": nats / p["tokens"], "bits_per_byte": nats / math.log(2) / p["bytes"]}
 
 
-@register("lm_loss", version=VERSION, options=LMLossOptions, derive=derive)
+@register("lm_loss", version=1, options=LMLossOptions, derive=derive)
 @torch.no_grad()
-def lm_loss(agent, config, options: LMLossOptions) -> EvalResult:
-    if not hasattr(agent, "tokenizer"):
-        return EvalResult(evaluator="lm_loss", version=VERSION, metrics={},
+def lm_loss(agent, config, options: LMLossOptions) -> Measured:
+    if not isinstance(agent, LanguageModel):
+        return Measured(metrics={},
                           protocol={"scored": False, "reason": f"{type(agent).__name__} is not a language model"})
     tok = agent.tokenizer
     split = code_corpus.token_split("validation", agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
@@ -71,7 +70,7 @@ def lm_loss(agent, config, options: LMLossOptions) -> EvalResult:
     agent.eval()
     losses, total_nats, n_tokens, n_bytes, unigram_nats = [], 0.0, 0, 0, 0.0
     unigram = _unigram_logprobs(agent.tokenizer_name, tok.vocab_size, agent.bpe_vocab_size, agent.val_percent)
-    own_statistics = hasattr(agent, "statistics")
+    own_statistics = isinstance(agent, ReportsStatistics)
     if own_statistics:
         agent.reset_statistics()
     for x, y in code_corpus.fixed_windows(split.tokens, options.tokens, agent.block_size, options.batch_size):
@@ -88,9 +87,7 @@ def lm_loss(agent, config, options: LMLossOptions) -> EvalResult:
                "unigram_bits_per_byte": unigram_nats * to_bits / n_bytes}
     if own_statistics:
         metrics.update(agent.statistics())
-    return EvalResult(
-        evaluator="lm_loss", version=VERSION,
-        metrics=metrics,
+    return Measured(metrics=metrics,
         samples={"batch_loss": losses},
         protocol={"corpus": code_corpus.fingerprint(agent.val_percent), "split": "validation",
                   "tokenizer": agent.tokenizer_name, "tokens": n_tokens, "bytes": n_bytes,
@@ -109,7 +106,7 @@ class LMEvalOptions(BaseModel):
 
 
 @register("lm_eval", version=1, options=LMEvalOptions)
-def lm_eval_tasks(agent, config, options: LMEvalOptions) -> EvalResult:
+def lm_eval_tasks(agent, config, options: LMEvalOptions) -> Measured:
     """lm-eval tasks through `evals/lm_eval_bridge.py`: our models as an lm-eval LM, or a published
     Hugging Face checkpoint (an agent with `checkpoint_path`) through lm-eval's own `hf` model.
     Metrics are `<task>_<metric>`; the samples are each document's metric values."""
@@ -117,12 +114,12 @@ def lm_eval_tasks(agent, config, options: LMEvalOptions) -> EvalResult:
 
     from evals import lm_eval_bridge as bridge
 
-    if hasattr(agent, "checkpoint_path"):
+    if isinstance(agent, PublishedCheckpoint):
         model = bridge.hf_model(agent.checkpoint_path, dtype=agent.dtype, batch_size=options.batch_size)
-    elif hasattr(agent, "tokenizer"):
+    elif isinstance(agent, LanguageModel):
         model = bridge.ReproLM(agent)
     else:
-        return EvalResult(evaluator="lm_eval", version=1, metrics={},
+        return Measured(metrics={},
                           protocol={"scored": False, "reason": f"{type(agent).__name__} is not a language model"})
     results = bridge.evaluate(model, options.tasks, local=options.local, num_fewshot=options.num_fewshot,
                               limit=options.limit)
@@ -132,7 +129,7 @@ def lm_eval_tasks(agent, config, options: LMEvalOptions) -> EvalResult:
             values = [d.get(name) for d in docs]
             if all(isinstance(v, (int, float)) for v in values):
                 samples[f"{task}_{name}"] = [float(v) for v in values]
-    return EvalResult(evaluator="lm_eval", version=1, metrics=bridge.flat_metrics(results), samples=samples,
+    return Measured(metrics=bridge.flat_metrics(results), samples=samples,
                       protocol={"lm_eval": lm_eval_version, "tasks": options.tasks,
                                 "task_source": "evals/lm_tasks (local JSONL)" if options.local else "lm-eval standard tasks",
                                 "task_versions": {k: str(v) for k, v in results.get("versions", {}).items()},

@@ -10,9 +10,9 @@ from __future__ import annotations
 import gymnasium as gym
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.evaluators import register
-from evals.record import EvalResult
-from reproductions.common.rollout import run_episodes
+from evals.contract import Actor, capability
+from evals.evaluators import Measured, register
+from evals.tasks.rollout import run_episodes
 
 
 class RLReturnOptions(BaseModel):
@@ -23,13 +23,11 @@ class RLReturnOptions(BaseModel):
 
 
 @register("rl_return", version=1, options=RLReturnOptions)
-def rl_return(agent, config, options: RLReturnOptions) -> EvalResult:
+def rl_return(agent, config, options: RLReturnOptions) -> Measured:
+    actor = capability(agent, Actor, "rl_return")
     seeds = [options.seed_base + i for i in range(options.episodes)]
-    returns, lengths = run_episodes(config.env_id, lambda obs: agent.act(obs, deterministic=options.deterministic), seeds)
-    return EvalResult(
-        evaluator="rl_return",
-        version=1,
-        metrics={"return": sum(returns) / len(returns), "episode_length": sum(lengths) / len(lengths)},
+    returns, lengths = run_episodes(config.env_id, lambda obs: actor.act(obs, deterministic=options.deterministic), seeds)
+    return Measured(metrics={"return": sum(returns) / len(returns), "episode_length": sum(lengths) / len(lengths)},
         samples={"return": returns, "episode_length": [float(x) for x in lengths]},
         protocol={
             "env_id": config.env_id,

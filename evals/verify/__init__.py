@@ -19,7 +19,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from evals.record import RESULTS, Record
+from evals import paths
+from evals.record import Record
 from evals.spec import SpecError, load_spec
 from evals.status import staleness, tier_status
 from evals.verify import checks
@@ -174,7 +175,8 @@ def add_parser(sub) -> None:
                    help="re-execute / re-evaluate only N of the records (the others get the static checks)")
     s.add_argument("--rotate-by-date", action="store_true", help="with --sample: a different window of records each week")
     s.add_argument("--checkpoints", metavar="DIR", help="a cache of <sha256>.safetensors for full-tier re-evaluation")
-    s.add_argument("--results", default=str(RESULTS), metavar="DIR", help="the results folder (default: results/)")
+    s.add_argument("--results", default=str(paths.results_dir()), metavar="DIR",
+                   help="the results folder (default: results/, or $REPRO_RESULTS)")
     s.add_argument("--rtol", type=float, default=VerifyOptions.rtol,
                    help=f"relative tolerance of re-executed values (default {VerifyOptions.rtol:g})")
     s.add_argument("--eval-episodes", type=int, default=VerifyOptions.eval_episodes, metavar="N",

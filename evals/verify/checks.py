@@ -17,7 +17,7 @@ from evals import provenance
 from evals.config import resolve
 from evals.evaluators import derived_metrics, resolve_evaluator
 from evals.record import MAX_CURVE_POINTS, Record, RecordError, image_problem, load_record
-from evals.runner import _own_target_checks
+from evals.tier_runner import _own_target_checks
 from evals.spec import SpecError, Spec, Tier, load_spec
 from evals.verify.repo import VerifyOptions, added_in, has_commit, is_ancestor, read_at
 from evals.verify.report import RecordReport

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from evals.record import RESULTS
-from evals.spec import ROOT
+from evals import paths
+from evals.paths import ROOT
 
 
 class SelectionError(ValueError):
@@ -19,7 +19,7 @@ class SelectionError(ValueError):
 @dataclass(frozen=True)
 class VerifyOptions:
     repo: Path = ROOT                # the git repository whose history the records name
-    results: Path = RESULTS          # records must lie under results/<paper>/<tier>/
+    results: Path = field(default_factory=paths.results_dir)  # records must lie under results/<paper>/<tier>/
     checkpoints: Path | None = None  # a cache of <sha256>.safetensors for full-tier re-evaluation
     rerun: bool = True               # re-execution (smoke, mini) and re-evaluation (full)
     rtol: float = 1e-3               # re-executed curves: relative tolerance ...

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evals.spec import ROOT
+from evals.paths import ROOT
 
 @dataclass(frozen=True)
 class Finding:

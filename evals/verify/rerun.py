@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from evals.checkpoint import sha256_file
-from evals.config import import_paper_module, resolve
+from evals.config import paper_module, resolve
 from evals.evaluators import resolve_evaluator
 from evals.record import EvalResult, Record, load_record
-from evals.runner import RunOptions, evaluate_agent, run_one
+from evals.tier_runner import RunOptions, evaluate_agent, run_one
 from evals.spec import EvaluatorSpec, Spec, Tier
 from evals.verify.repo import VerifyOptions
 from evals.verify.report import RecordReport
@@ -247,7 +247,7 @@ def reevaluate(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Re
     t0 = time.perf_counter()
     resolved = resolve(spec, rec.tier, rec.arm, rec.seed)
     try:
-        agent = import_paper_module(resolved.module).build(resolved.config).load(ckpt)
+        agent = paper_module(resolved.module).build(resolved.config).load(ckpt)
     except Exception as e:  # noqa: BLE001 - a checkpoint that does not fit the model is this record's failure
         rep.fail("re-evaluation", "provenance.checkpoint_sha256", f"{ckpt} does not load into {resolved.module}: "
                                                                   f"{type(e).__name__}: {e}")

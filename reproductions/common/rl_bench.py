@@ -5,32 +5,12 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-
-class QuietRun:
-    """The `run` services a paper's `train` expects, doing nothing: only the loop is timed."""
-
-    def __init__(self, seed: int = 1, device: str = "cpu"):
-        self.seed, self.device = seed, torch.device(device)
-
-    def progress(self, total: int, unit: str = "step") -> "QuietRun":
-        return self
-
-    def advance(self, n: int = 1, **postfix: float) -> None:
-        pass
-
-    def log(self, step: int, **values: float) -> None:
-        pass
-
-    def maybe_checkpoint(self, step: int, state: Callable[[], dict[str, Any]]) -> None:
-        pass
-
-    def resume_state(self) -> None:
-        return None
+from evals.contract import QuietRun
 
 
 def steps_per_second(train: Callable, cfg, env_steps: int, seed: int = 1) -> float:

@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.utils.data import TensorDataset
 
-from reproductions.common.image_loaders import CHANNELS, fingerprint, image_dataset, missing_data
+from evals.tasks.image_loaders import CHANNELS, fingerprint, image_dataset, missing_data
 from reproductions.common.training import restore, snapshot
 from reproductions.ddpm.diffusion import GaussianDiffusion
 from reproductions.ddpm.unet import UNet
@@ -32,7 +32,7 @@ STRIP_ROWS = 8
 
 @dataclass
 class Config:
-    dataset: str = "cifar10"            # an image dataset of reproductions.common.image_loaders
+    dataset: str = "cifar10"            # an image dataset of evals.tasks.image_loaders
     data_root: str = "data/cifar10"     # cifar10: the folder holding cifar-10-batches-py/
     image_size: int = 32
     T: int = 1000
@@ -154,7 +154,6 @@ def train(cfg: Config, run) -> DDPM:
             n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
             values = {"loss": (loss_sum / n).item(), "grad_norm": grad_norm.item(), "lr": lr}
             run.log(step, **values)
-            run.advance(0, loss=values["loss"])
             loss_sum.zero_()
             # only here, where the running loss is empty, so that a resumed run logs the same values
             run.maybe_checkpoint(step, lambda: snapshot(parts, step=step))

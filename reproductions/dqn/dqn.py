@@ -24,8 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from reproductions.common.atari import ConvTorso, is_atari, make_agent_env
-from reproductions.common.envs import episode_seed
+from evals.tasks.atari import env_fingerprint, make_agent_env, missing_env
+from evals.tasks.envs import episode_seed
+from reproductions.common.conv_torso import ConvTorso
 from reproductions.common.replay import ReplayBuffer
 
 
@@ -227,7 +228,6 @@ def train(cfg: Config, run) -> DQN:
         if terminated or truncated:
             if info.get("game_over", True):  # a whole game (or episode) ended: a clean boundary
                 run.log(step, train_return=episode_return)
-                run.advance(0, train_return=episode_return)
                 episode, episode_return = episode + 1, 0.0
                 obs, _ = env.reset(seed=episode_seed(run.seed, episode))
                 run.maybe_checkpoint(step, checkpoint_state)
@@ -239,11 +239,7 @@ def train(cfg: Config, run) -> DQN:
 
 
 def data_fingerprint(cfg: Config) -> str:
-    if is_atari(cfg.env_id):
-        import ale_py
-
-        return f"{cfg.env_id} (gymnasium {gym.__version__}, ale-py {ale_py.__version__}, ROM shipped with ale-py)"
-    return f"{cfg.env_id} (gymnasium {gym.__version__})"
+    return env_fingerprint(cfg.env_id)
 
 
 def dry_run_step(agent: DQN, cfg: Config) -> dict[str, float]:
@@ -260,9 +256,4 @@ def dry_run_step(agent: DQN, cfg: Config) -> dict[str, float]:
 
 
 def required_data(cfg: Config) -> list[str]:
-    """What a run needs that may be absent: the environment (Atari ROMs ship with ale-py)."""
-    try:
-        make_agent_env(cfg.env_id, training=False).close()
-    except Exception as e:  # noqa: BLE001 - reported to the user as a missing requirement
-        return [f"environment {cfg.env_id!r}: {e} (install the project with `pip install -e .`, which brings ale-py)"]
-    return []
+    return missing_env(cfg.env_id)

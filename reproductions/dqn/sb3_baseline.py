@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from stable_baselines3 import DQN as SB3DQN
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from reproductions.common.atari import ConvTorso, make_agent_env
+from evals.tasks.atari import make_agent_env
+from reproductions.common.conv_torso import ConvTorso
+from reproductions.common.sb3 import Logging, SB3Agent, learn
 from reproductions.dqn.dqn import Config, data_fingerprint  # noqa: F401  (the harness reads them here too)
 
 
@@ -30,25 +29,6 @@ class PaperTorso(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.torso(observations)
-
-
-class SB3Agent:
-    def __init__(self, model: SB3DQN):
-        self.model = model
-
-    def act(self, obs: np.ndarray, deterministic: bool = True) -> int:
-        action, _ = self.model.predict(obs, deterministic=deterministic)
-        return int(action)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.q_net.parameters())
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.model.policy.state_dict().items()}, str(path))
-
-    def load(self, path) -> "SB3Agent":
-        self.model.policy.load_state_dict(load_file(str(path)))
-        return self
 
 
 def policy_kwargs(cfg: Config, image: bool) -> dict:
@@ -76,35 +56,12 @@ def build(cfg: Config, seed: int = 0, device: str = "cpu") -> SB3Agent:
         exploration_final_eps=cfg.eps_end, max_grad_norm=math.inf if cfg.max_grad_norm is None else cfg.max_grad_norm,
         policy_kwargs=policy_kwargs(cfg, image), seed=seed, device=device, verbose=0,
     )
-    return SB3Agent(model)
+    return SB3Agent(model, counted=model.q_net)
 
 
-class _Report(BaseCallback):
-    """Feeds SB3's training games and losses into the harness's log and progress bar."""
-
-    def __init__(self, run, cfg: Config):
-        super().__init__()
-        self.run, self.cfg = run, cfg
-        self.game_return = 0.0
-
-    def _on_step(self) -> bool:
-        step = self.num_timesteps
-        self.game_return += float(self.locals["rewards"][0])
-        info = self.locals["infos"][0]
-        if self.locals["dones"][0] and info.get("game_over", True):
-            self.run.log(step, train_return=self.game_return)
-            self.game_return = 0.0
-        if step > self.cfg.learning_starts and step % self.cfg.log_every == 0:
-            values = self.logger.name_to_value
-            logged = {"loss": values.get("train/loss"), "epsilon": values.get("rollout/exploration_rate")}
-            self.run.log(step, **{k: v for k, v in logged.items() if v is not None})
-        self.run.advance()
-        return True
+LOGGED = {"loss": "train/loss", "epsilon": "rollout/exploration_rate"}
 
 
 def train(cfg: Config, run) -> SB3Agent:
-    """No mid-run checkpoints or resume: SB3 keeps its own state (and pickles it)."""
     agent = build(cfg, seed=run.seed, device=str(run.device))
-    run.progress(cfg.total_steps)
-    agent.model.learn(total_timesteps=cfg.total_steps, callback=_Report(run, cfg))
-    return agent
+    return learn(agent, run, cfg.total_steps, Logging(LOGGED, cfg.log_every, cfg.learning_starts, whole_games=True))

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
-from reproductions.common.image_loaders import image_dataset
+from evals.tasks.image_loaders import image_dataset
 from reproductions.common.training import restore, snapshot
 from reproductions.vit import classify, vit
 from reproductions.vit.model import Block, ViT, init_weights, patchify, unpatchify
@@ -271,7 +271,6 @@ def pretrain(model: MAE, ds: Dataset, cfg: Config, run) -> None:
         loss_sum, seen = loss_sum + loss.item(), seen + 1
         if step % cfg.log_every == 0 or step == cfg.pretrain_steps:
             run.log(step, pretrain_loss=loss_sum / seen, pretrain_lr=lr)
-            run.advance(0, pretrain_loss=loss_sum / seen)
             loss_sum, seen = 0.0, 0
         run.maybe_checkpoint(step, lambda: {"phase": "pretrain", "parts": snapshot(parts, step=step)})
         run.advance()

@@ -25,7 +25,8 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from torch.distributions import Categorical, Normal
 
-from reproductions.common.atari import ConvTorso, is_atari, make_agent_env
+from evals.tasks.atari import env_fingerprint, make_agent_env, missing_env
+from reproductions.common.conv_torso import ConvTorso
 
 
 @dataclass
@@ -275,7 +276,6 @@ def train(cfg: Config, run) -> ActorCritic:
             step += N
             for i in np.flatnonzero(_ended_games(info, done)):
                 run.log(step, train_return=float(game_returns[i]))
-                run.advance(0, train_return=float(game_returns[i]))
                 game_returns[i] = 0.0
             run.advance(N)
 
@@ -291,11 +291,7 @@ def train(cfg: Config, run) -> ActorCritic:
 
 
 def data_fingerprint(cfg: Config) -> str:
-    if is_atari(cfg.env_id):
-        import ale_py
-
-        return f"{cfg.env_id} (gymnasium {gym.__version__}, ale-py {ale_py.__version__}, ROM shipped with ale-py)"
-    return f"{cfg.env_id} (gymnasium {gym.__version__})"
+    return env_fingerprint(cfg.env_id)
 
 
 def dry_run_step(agent: ActorCritic, cfg: Config) -> dict[str, float]:
@@ -316,9 +312,4 @@ def dry_run_step(agent: ActorCritic, cfg: Config) -> dict[str, float]:
 
 
 def required_data(cfg: Config) -> list[str]:
-    """What a run needs that may be absent: the environment (MuJoCo needs `mujoco`, Atari `ale-py`)."""
-    try:
-        make_agent_env(cfg.env_id, training=False).close()
-    except Exception as e:  # noqa: BLE001 - reported to the user as a missing requirement
-        return [f"environment {cfg.env_id!r}: {e} (install the project with `pip install -e .`)"]
-    return []
+    return missing_env(cfg.env_id)

@@ -11,34 +11,13 @@ from __future__ import annotations
 import math
 from functools import partial
 
-import numpy as np
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
 from stable_baselines3 import PPO as SB3PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
-from reproductions.common.atari import make_agent_env
+from evals.tasks.atari import make_agent_env
+from reproductions.common.sb3 import Logging, SB3Agent, learn
 from reproductions.ppo.ppo import Config, data_fingerprint  # noqa: F401  (the harness reads them here too)
-
-
-class SB3Agent:
-    def __init__(self, model: SB3PPO):
-        self.model = model
-
-    def act(self, obs: np.ndarray, deterministic: bool = True):
-        action, _ = self.model.predict(obs, deterministic=deterministic)
-        return action if action.shape else int(action)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.policy.parameters())
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.model.policy.state_dict().items()}, str(path))
-
-    def load(self, path) -> "SB3Agent":
-        self.model.policy.load_state_dict(load_file(str(path)))
-        return self
 
 
 def _schedule(value: float, anneal: bool):
@@ -66,33 +45,11 @@ def build(cfg: Config, seed: int = 0, device: str = "cpu") -> SB3Agent:
     return SB3Agent(model)
 
 
-class _Report(BaseCallback):
-    """Feeds SB3's training episodes and losses into the harness's log and progress bar."""
-
-    def __init__(self, run):
-        super().__init__()
-        self.run = run
-
-    def _on_step(self) -> bool:
-        step = self.num_timesteps
-        for info in self.locals.get("infos", []):
-            if "episode" in info:
-                self.run.log(step, train_return=float(info["episode"]["r"]))
-        self.run.advance(self.training_env.num_envs)
-        return True
-
-    def _on_rollout_end(self) -> None:
-        values = self.logger.name_to_value  # the previous update's losses
-        logged = {"policy_loss": values.get("train/policy_gradient_loss"), "value_loss": values.get("train/value_loss"),
-                  "clip_fraction": values.get("train/clip_fraction")}
-        if all(v is not None for v in logged.values()):
-            self.run.log(self.num_timesteps, **logged)
+LOGGED = {"policy_loss": "train/policy_gradient_loss", "value_loss": "train/value_loss",
+          "clip_fraction": "train/clip_fraction"}
 
 
 def train(cfg: Config, run) -> SB3Agent:
-    """No mid-run checkpoints or resume: SB3 keeps its own state (and pickles it)."""
     agent = build(cfg, seed=run.seed, device=str(run.device))
     batch = cfg.num_envs * cfg.num_steps
-    run.progress(cfg.total_steps // batch * batch)
-    agent.model.learn(total_timesteps=cfg.total_steps // batch * batch, callback=_Report(run))
-    return agent
+    return learn(agent, run, cfg.total_steps // batch * batch, Logging(LOGGED, at_rollout_end=True))

@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from reproductions.common.envs import box_bounds, episode_seed, make_env
+from evals.tasks.atari import env_fingerprint, missing_env
+from evals.tasks.envs import box_bounds, episode_seed, make_env
 from reproductions.common.replay import ReplayBuffer
 from reproductions.common.training import restore, snapshot
 
@@ -255,7 +256,6 @@ def train(cfg: Config, run) -> SAC:
 
         if terminated or truncated:
             run.log(step, train_return=episode_return)
-            run.advance(0, train_return=episode_return)
             episode, episode_return = episode + 1, 0.0
             obs, _ = env.reset(seed=episode_seed(run.seed, episode))
             run.maybe_checkpoint(step, lambda: snapshot(parts, step=step, episode=episode))
@@ -265,7 +265,7 @@ def train(cfg: Config, run) -> SAC:
 
 
 def data_fingerprint(cfg: Config) -> str:
-    return f"{cfg.env_id} (gymnasium {gym.__version__})"
+    return env_fingerprint(cfg.env_id)
 
 
 def dry_run_step(agent: SAC, cfg: Config) -> dict[str, float]:
@@ -278,9 +278,4 @@ def dry_run_step(agent: SAC, cfg: Config) -> dict[str, float]:
 
 
 def required_data(cfg: Config) -> list[str]:
-    """What a run needs that may be absent: here the environment (MuJoCo envs need `mujoco`)."""
-    try:
-        make_env(cfg.env_id).close()
-    except Exception as e:  # noqa: BLE001 - reported to the user as a missing requirement
-        return [f"environment {cfg.env_id!r}: {e} (install the project with `pip install -e .`, which brings gymnasium[mujoco])"]
-    return []
+    return missing_env(cfg.env_id)

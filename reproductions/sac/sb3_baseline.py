@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from stable_baselines3 import SAC as SB3SAC
 
-from reproductions.common.envs import make_env
-from reproductions.common.sb3 import SB3Agent, learn
+from evals.tasks.envs import make_env
+from reproductions.common.sb3 import Logging, SB3Agent, learn
 from reproductions.sac.sac import Config, data_fingerprint  # noqa: F401  (the harness reads them here too)
 
 LOGGED = {"critic_loss": "train/critic_loss", "actor_loss": "train/actor_loss", "alpha": "train/ent_coef"}
@@ -23,4 +23,4 @@ def build(cfg: Config, seed: int = 0, device: str = "cpu") -> SB3Agent:
 
 def train(cfg: Config, run) -> SB3Agent:
     agent = build(cfg, seed=run.seed, device=str(run.device))
-    return learn(agent, run, cfg.total_steps, cfg.log_every, cfg.learning_starts, LOGGED)
+    return learn(agent, run, cfg.total_steps, Logging(LOGGED, cfg.log_every, cfg.learning_starts))

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from reproductions.common import code_corpus
+from evals.tasks import code_corpus
 from reproductions.common.training import restore, snapshot
 from reproductions.transformer.gpt import (GPT, FFNFactory, GPTConfig, LearnedPositions, NoPositions,
                                            PositionalScheme, SinusoidalPositions, mlp)
@@ -195,7 +195,6 @@ def train(cfg: Config, run, model: LanguageModel | None = None, aux_loss: AuxLos
             if extra_logs is not None:
                 logs.update(extra_logs(model))
             run.log(step, **logs)
-            run.advance(0, loss=logs["train_loss"])
         run.advance()
         run.maybe_checkpoint(step, lambda: snapshot(parts, step=step))
     model.eval()

@@ -194,7 +194,6 @@ def train(cfg: Config, run) -> Translator:
         loss = train_step(translator, opt, src, tgt, cfg)
         if step % cfg.log_every == 0 or step == cfg.steps:
             run.log(step, train_loss=loss.item(), lr=opt.param_groups[0]["lr"])
-            run.advance(0, loss=loss.item())
         run.advance()
         run.maybe_checkpoint(step, lambda: snapshot(parts, step=step))
     translator.model.eval()

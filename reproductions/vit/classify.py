@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from reproductions.common.image_loaders import CHANNELS, NUM_CLASSES, fingerprint, image_dataset, missing_data
+from evals.tasks.image_loaders import CHANNELS, NUM_CLASSES, fingerprint, image_dataset, missing_data
 from reproductions.common.training import restore, snapshot
 
 
@@ -178,7 +178,6 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, run, groups: list[dict]
         if step % cfg.log_every == 0 or step == cfg.steps:
             values = {f"{prefix}loss": loss_sum / seen, f"{prefix}train_accuracy": correct / seen, f"{prefix}lr": lr}
             run.log(step_offset + step, **values)
-            run.advance(0, **values)
             loss_sum, correct, seen = 0.0, 0, 0
         run.maybe_checkpoint(step_offset + step, lambda: {"phase": prefix, "parts": snapshot(parts, step=step_offset + step)})
         run.advance()

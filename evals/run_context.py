@@ -1,10 +1,12 @@
-"""The services the harness gives a paper's `train(config, run)`.
+"""The run context: the services the harness gives a paper's `train(config, run)` (the
+`RunContext` protocol of `evals.contract`).
 
-`run.log` writes metrics to JSONL and TensorBoard and keeps the curves for the record; it stops
-the run with the step named when a logged value is NaN or infinite. `run.maybe_checkpoint`
-saves safetensors checkpoints every `checkpoint_every` steps; `run.resume_state()` gives the
-newest one back when the run is resumed, and the log is cut back to that step so a resumed run
-logs exactly what an uninterrupted one would.
+`run.log` writes metrics to JSONL and TensorBoard, keeps the curves for the record and shows the
+latest values beside the progress bar; it stops the run with the step named when a logged value is
+NaN or infinite. `run.progress(total)` opens the bar and `run.advance(n)` moves it.
+`run.maybe_checkpoint` saves safetensors checkpoints every `checkpoint_every` steps;
+`run.resume_state()` gives the newest one back when the run is resumed, and the log is cut back to
+that step so a resumed run logs exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Run:
         self._label = progress_label
         self._position = progress_position
         self._bar: tqdm | None = None
+        self._postfix: dict[str, float] = {}  # the latest value of each logged name, shown beside the bar
         self._last_checkpoint = 0
         self._last_flush = time.perf_counter()
         self._resume_state: dict[str, Any] | None = None
@@ -113,6 +116,9 @@ class Run:
             if self._tb is not None:
                 self._tb.add_scalar(name, value, step)
         self._jsonl.write(json.dumps({"step": int(step), "wall": round(wall, 3), **{k: float(v) for k, v in values.items()}}) + "\n")
+        if self._bar is not None and values:
+            self._postfix.update(values)
+            self._bar.set_postfix({k: f"{float(v):.4g}" for k, v in self._postfix.items()}, refresh=False)
         if t - self._last_flush > FLUSH_EVERY_S:  # so that `tail -f metrics.jsonl` follows a run
             self._jsonl.flush()
             self._last_flush = t
@@ -126,11 +132,9 @@ class Run:
                              leave=True, dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
         return self
 
-    def advance(self, n: int = 1, **postfix: float) -> None:
+    def advance(self, n: int = 1) -> None:
         if self._bar is not None:
             self._bar.update(n)
-            if postfix:
-                self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
 
     # -- checkpoints ---------------------------------------------------------------------
     def maybe_checkpoint(self, step: int, state: Callable[[], dict[str, Any]]) -> None:

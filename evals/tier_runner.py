@@ -14,11 +14,12 @@ import torch
 
 from evals import provenance
 from evals.checkpoint import sha256_file
-from evals.config import ResolvedRun, config_hash, import_paper_module, resolve
+from evals.config import ResolvedRun, config_hash, paper_module, resolve
 from evals.evaluators import resolve_evaluator
-from evals.record import (RESULTS, RUNS, EvalResult, Provenance, Record, TargetCheck, new_run_id, now_iso,
+from evals import paths
+from evals.record import (EvalResult, Provenance, Record, TargetCheck, new_run_id, now_iso,
                           publish_images, thin_curve, write_record)
-from evals.run import DivergenceError, PrefixReached, Run, seed_everything, select_device
+from evals.run_context import DivergenceError, PrefixReached, Run, seed_everything, select_device
 from evals.spec import SpecError, get_tier, load_spec
 from evals.stats import OPS
 
@@ -34,8 +35,8 @@ class RunOptions:
     position: int = 0
     tensorboard: bool = True
     stop_after_step: int = 0  # > 0: a verification prefix (no evaluation, record status "prefix")
-    results: Path = RESULTS
-    runs: Path = RUNS
+    results: Path = dataclasses.field(default_factory=paths.results_dir)
+    runs: Path = dataclasses.field(default_factory=paths.runs_dir)
 
 
 def evaluators_for(paper: str, tier: str):
@@ -73,7 +74,7 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
     """Train, evaluate and record one (paper, tier, arm, seed). Returns the record's path."""
     spec = load_spec(resolved.paper)
     evaluators = evaluators_for(resolved.paper, resolved.tier)  # fail on a bad option before training
-    module = import_paper_module(resolved.module)
+    module = paper_module(resolved.module)
     device = select_device(opts.device)
     config, cfg_dict = resolved.config, resolved.config_dict
     chash = config_hash(cfg_dict)
@@ -136,7 +137,7 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
             hardware=provenance.hardware(str(device)), started_at=meta["started_at"], finished_at=now_iso(),
             wall_time_s=round(wall, 3), train_time_s=round(train_time, 3), eval_time_s=round(eval_time, 3),
             harness_overhead_s=round(run.overhead_s, 4), deterministic=opts.deterministic,
-            data_fingerprint=getattr(module, "data_fingerprint", lambda c: None)(config),
+            data_fingerprint=module.data_fingerprint(config),
             checkpoint_sha256=ckpt_sha,
             checkpoint_path=os.path.relpath(ckpt_path, opts.runs.parent) if ckpt_path else None,
         ),

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from reproductions.common.envs import make_env
+from evals.tasks.envs import make_env
 
 
 def run_episodes(env_id: str, act: Callable[[np.ndarray], np.ndarray], seeds: list[int],

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from reproductions.common.images import SHAPES, dataset_fingerprint, load_digits, make_shapes
+from evals.tasks.images import SHAPES, dataset_fingerprint, load_digits, make_shapes
 
 NUM_CLASSES = {"digits": 10, "shapes": len(SHAPES), "cifar10": 10, "imagenet": 1000}
 CHANNELS = {"digits": 1, "shapes": 3, "cifar10": 3, "imagenet": 3}

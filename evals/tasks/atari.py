@@ -17,11 +17,9 @@ an ALE env made with frameskip=1); `FrameStackObservation` stacks; `ClipReward` 
 from __future__ import annotations
 
 import gymnasium as gym
-import torch
-import torch.nn as nn
 from gymnasium.wrappers import AtariPreprocessing, ClipReward, FrameStackObservation
 
-from reproductions.common.envs import make_env
+from evals.tasks.envs import make_env
 
 FRAME_SKIP = 4
 SCREEN_SIZE = 84
@@ -90,20 +88,20 @@ def make_agent_env(env_id: str, training: bool) -> gym.Env:
     return make_atari(env_id, training) if is_atari(env_id) else make_env(env_id)
 
 
-class ConvTorso(nn.Module):
-    """The paper's network before its output layer (Section 4.1): 16 8x8 filters with stride 4,
-    32 4x4 filters with stride 2, a fully connected layer of 256 units, all rectified.
-    Takes uint8 frames (N, 4, 84, 84) and scales them to [0, 1]."""
+def env_fingerprint(env_id: str) -> str:
+    """What a run's environment is, for the record: the env id and the versions that define it."""
+    if is_atari(env_id):
+        import ale_py
 
-    out_features = 256
+        return f"{env_id} (gymnasium {gym.__version__}, ale-py {ale_py.__version__}, ROM shipped with ale-py)"
+    return f"{env_id} (gymnasium {gym.__version__})"
 
-    def __init__(self, in_channels: int = FRAME_STACK):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 16, kernel_size=8, stride=4), nn.ReLU(),
-            nn.Conv2d(16, 32, kernel_size=4, stride=2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(32 * 9 * 9, self.out_features), nn.ReLU(),
-        )
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.net(frames.float() / 255.0)
+def missing_env(env_id: str) -> list[str]:
+    """What a run in `env_id` needs that may be absent here (MuJoCo needs `mujoco`, Atari `ale-py`)."""
+    try:
+        make_agent_env(env_id, training=False).close()
+    except Exception as e:  # noqa: BLE001 - reported to the user as a missing requirement
+        return [f"environment {env_id!r}: {e} (install the project with `pip install -e .`, which brings "
+                "gymnasium[mujoco] and ale-py)"]
+    return []

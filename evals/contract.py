@@ -1,0 +1,263 @@
+"""The contract between the harness and a paper: what a paper module provides, what its `train`
+may call on the run context, and what each evaluator needs of the trained thing.
+
+A paper module (`reproductions.<id>`, or the module an arm names) provides
+- `Config`: a dataclass; the spec's tier and arm config and `--set` overrides fill its fields;
+- `build(config) -> Agent`: the untrained thing, for `--dry-run` and for loading a checkpoint;
+- `train(config, run: RunContext) -> Agent`: trains through the run context and returns it;
+and may provide the optional hooks
+- `dry_run_step(agent, config) -> dict[str, float]`: one optimisation step on a tiny CPU batch;
+- `required_data(config) -> list[str]`: what the run needs that is missing here (empty: nothing);
+- `data_fingerprint(config) -> str`: what data the run saw, for the record.
+
+`paper_hooks(module, name)` checks a module against this and returns its hooks, the optional
+ones filled with their defaults; a missing or malformed piece is a `ContractError` that names
+the module and the piece. Evaluators ask for a capability with `capability(agent, Protocol,
+evaluator)`, never with `hasattr`.
+
+Papers import this module and `evals.tasks`, and nothing else of the harness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+import torch
+
+
+class ContractError(TypeError):
+    """A paper module or a trained thing does not provide what the contract asks of it."""
+
+
+# -- what train(config, run) may call ------------------------------------------------------------
+@runtime_checkable
+class RunContext(Protocol):
+    """The services of a run (implemented by `evals.run_context.Run`)."""
+
+    seed: int                      # the run's seed (the harness has seeded torch, numpy and random with it)
+    device: torch.device           # where to train
+    dir: Path                      # the run's folder: images saved here are published beside the record
+
+    def log(self, step: int, **values: float) -> None:
+        """Metrics at `step` (curves in the record, TensorBoard, the progress bar's postfix).
+        A NaN or infinite value stops the run as diverged."""
+
+    def progress(self, total: int, unit: str = "step") -> "RunContext":
+        """Open the progress bar, `total` steps long."""
+
+    def advance(self, n: int = 1) -> None:
+        """Move the progress bar `n` steps."""
+
+    def maybe_checkpoint(self, step: int, state: Callable[[], dict[str, Any]]) -> None:
+        """Save `state()` when `checkpoint_every` steps have passed since the last save."""
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The newest checkpoint's state when the run is resumed, else None."""
+
+
+class QuietRun:
+    """A run context that records nothing: for timing a paper's loop alone (benchmarks)."""
+
+    def __init__(self, seed: int = 1, device: str = "cpu", folder: Path | None = None):
+        self.seed, self.device, self.dir = seed, torch.device(device), folder or Path(".")
+
+    def log(self, step: int, **values: float) -> None:
+        pass
+
+    def progress(self, total: int, unit: str = "step") -> "QuietRun":
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def maybe_checkpoint(self, step: int, state: Callable[[], dict[str, Any]]) -> None:
+        pass
+
+    def resume_state(self) -> None:
+        return None
+
+
+# -- what every trained thing is -----------------------------------------------------------------
+@runtime_checkable
+class Agent(Protocol):
+    """What `build` and `train` return: saved to and loaded from safetensors, never pickled."""
+
+    def save(self, path: Path) -> None: ...
+
+    def load(self, path: Path) -> "Agent": ...
+
+    def num_parameters(self) -> int: ...
+
+
+# -- what evaluators need of it (capabilities) ---------------------------------------------------
+@runtime_checkable
+class Actor(Protocol):
+    """Acts in an environment (rl_return, atari_return)."""
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> Any: ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Predicts class logits N x classes for float images N x C x H x W in [0, 1] (classification)."""
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ProbedClassifier(Protocol):
+    """A pre-trained encoder with a linear probe on its frozen features (classification with
+    `method: probe_logits`)."""
+
+    def probe_logits(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """Translates sentences, and holds its held-out (source, reference) pairs (bleu)."""
+
+    def held_out(self) -> list[tuple[str, str]]: ...
+
+    def translate(self, sentences: list[str]) -> list[str]: ...
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """Scores tokens of the code corpus (lm_loss, lm_eval): `model(idx)[0]` are next-token logits
+    B x T x vocab for token ids B x T, tokenised by `tokenizer` (`tokenizer_name`: bytes or bpe)."""
+
+    tokenizer: Any
+    tokenizer_name: str
+    bpe_vocab_size: int
+    val_percent: int
+    block_size: int
+    training: bool
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> Any: ...
+
+    def parameters(self) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+
+@runtime_checkable
+class ReportsStatistics(Protocol):
+    """A language model that measures something of its own while it is scored (a mixture of
+    experts' routing balance): reset before lm_loss, read after, reported beside the loss."""
+
+    def reset_statistics(self) -> None: ...
+
+    def statistics(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class PublishedCheckpoint(Protocol):
+    """A published Hugging Face checkpoint on disk, scored by lm-eval's own model (lm_eval)."""
+
+    checkpoint_path: str
+    dtype: str
+
+
+@runtime_checkable
+class ImageSampler(Protocol):
+    """Draws n images N x C x H x W in [0, 1] from its own generator (fid)."""
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class AttentionMeasurements(Protocol):
+    """Measured attention costs: bytes and tokens/s per method and sequence length, the kernel's
+    largest error against a reference, and how it was measured (attention_cost)."""
+
+    memory: dict[str, dict[int, float]]
+    speed: dict[str, dict[int, float]]
+    max_abs_error: float
+    measurement: str
+
+
+Capability = TypeVar("Capability")
+
+
+def has(agent: Any, capability: type) -> bool:
+    return isinstance(agent, capability)
+
+
+def capability(agent: Any, wanted: type[Capability], evaluator: str) -> Capability:
+    """`agent` as `wanted`, or a ContractError naming the evaluator and what is missing."""
+    if isinstance(agent, wanted):
+        return agent
+    missing = [name for name in _members(wanted) if not hasattr(agent, name)]
+    raise ContractError(f"{evaluator}: the trained {type(agent).__name__} is not a {wanted.__name__} "
+                        f"(missing: {', '.join(missing) or 'a member of the wrong kind'}; see evals/contract.py)")
+
+
+def _members(protocol: type) -> list[str]:
+    names = set(getattr(protocol, "__annotations__", {}))
+    names |= {n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")}
+    if "__call__" in vars(protocol):
+        names.add("__call__")
+    return sorted(names)
+
+
+# -- what a paper module is ----------------------------------------------------------------------
+REQUIRED = {"Config": "a dataclass of the run's settings", "build": "build(config) -> Agent",
+            "train": "train(config, run) -> Agent"}
+OPTIONAL = {"dry_run_step": "dry_run_step(agent, config) -> dict[str, float]",
+            "required_data": "required_data(config) -> list[str]",
+            "data_fingerprint": "data_fingerprint(config) -> str"}
+ARITY = {"build": 1, "train": 2, "dry_run_step": 2, "required_data": 1, "data_fingerprint": 1}
+
+
+@dataclass(frozen=True)
+class PaperHooks:
+    """A paper module's side of the contract, the optional hooks filled with their defaults."""
+
+    name: str
+    Config: type
+    build: Callable[[Any], Agent]
+    train: Callable[[Any, RunContext], Agent]
+    dry_run_step: Callable[[Any, Any], dict[str, float]] | None = None  # None: the dry run builds only
+    required_data: Callable[[Any], list[str]] = lambda config: []
+    data_fingerprint: Callable[[Any], str | None] = lambda config: None
+
+
+def paper_hooks(module: ModuleType) -> PaperHooks:
+    """Check `module` against the contract; a missing or malformed piece is a ContractError that
+    names the module and the piece."""
+    name = module.__name__
+    found = vars(module)
+    for piece, what in REQUIRED.items():
+        if piece not in found:
+            raise ContractError(f"paper module {name!r} has no {piece!r} ({what}; see evals/contract.py)")
+    if not (isinstance(found["Config"], type) and dataclasses.is_dataclass(found["Config"])):
+        raise ContractError(f"paper module {name!r}: 'Config' must be a dataclass (the spec's config fills its fields)")
+    hooks = {piece: found[piece] for piece in (*REQUIRED, *OPTIONAL) if piece in found}
+    for piece, fn in hooks.items():
+        if piece == "Config":
+            continue
+        if not callable(fn):
+            raise ContractError(f"paper module {name!r}: {piece!r} is not callable "
+                                f"({(REQUIRED | OPTIONAL)[piece]})")
+        if not _accepts(fn, ARITY[piece]):
+            raise ContractError(f"paper module {name!r}: {piece!r} must accept {ARITY[piece]} positional "
+                                f"argument(s): {(REQUIRED | OPTIONAL)[piece]}")
+    return PaperHooks(name=name, **hooks)
+
+
+def _accepts(fn: Callable, n: int) -> bool:
+    try:
+        inspect.signature(fn).bind(*range(n))
+    except TypeError:
+        return False
+    except ValueError:  # a builtin without a signature: trust it
+        return True
+    return True

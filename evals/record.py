@@ -53,6 +53,18 @@ class TargetCheck(Strict):
     met: bool
 
 
+class Recertification(Strict):
+    """A re-execution of this record, in full, with newer code that gave every compared value bit
+    for bit (`repro recertify`): the source hash and files before it, and the revision whose code
+    gave the same numbers (the record's source_hash is that revision's)."""
+
+    previous_source_hash: str
+    previous_source_files: list[str]
+    revision: str
+    at: str
+    checked: str  # what the re-execution compared
+
+
 class Provenance(Strict):
     git_revision: str | None
     git_dirty: bool
@@ -71,6 +83,17 @@ class Provenance(Strict):
     data_fingerprint: str | None = None
     checkpoint_sha256: str | None = None
     checkpoint_path: str | None = None
+    recertified: list[Recertification] = Field(default_factory=list)  # oldest first
+
+    def hash_chain(self) -> list[tuple[str | None, str, list[str]]]:
+        """(revision, source hash, source files) from the run's own revision to the newest
+        recertification: each revision's code hashes to its link's hash."""
+        if not self.recertified:
+            return [(self.git_revision, self.source_hash, self.source_files)]
+        hashes = [(r.previous_source_hash, r.previous_source_files) for r in self.recertified]
+        hashes.append((self.source_hash, self.source_files))
+        revisions = [self.git_revision] + [r.revision for r in self.recertified]
+        return [(rev, h, files) for rev, (h, files) in zip(revisions, hashes)]
 
 
 class Record(Strict):

@@ -160,8 +160,17 @@ def records(view: TierView, link) -> pd.DataFrame:
         "counts?": escape(view.role(r.record)),
         "finished": r.record.provenance.finished_at.replace("T", " ")[:16],
         "wall": _duration(r.record.provenance.wall_time_s),
-        "code": escape((r.record.provenance.git_revision or "?")[:8]) + (" (dirty)" if r.record.provenance.git_dirty else ""),
+        "code": _code(r.record.provenance),
     } for r in runs])
+
+
+def _code(p) -> str:
+    """The revision a record was made at, and the newest that recertified it (its numbers re-executed
+    bit for bit by that revision's code)."""
+    out = escape((p.git_revision or "?")[:8]) + (" (dirty)" if p.git_dirty else "")
+    if p.recertified:
+        out += f", recertified at {escape(p.recertified[-1].revision[:8])}"
+    return out
 
 
 def _hardware(hw: dict) -> str:

@@ -20,12 +20,12 @@ from datetime import date
 from pathlib import Path
 
 from evals import paths
-from evals.record import Record
+from evals.record import Record, RecordError, load_record
 from evals.spec import SpecError, load_spec
 from evals.status import staleness, tier_status
 from evals.verify import checks
 from evals.verify.across import Known, check_across, index
-from evals.verify.repo import SelectionError, VerifyOptions, all_records, changed_records, rotating_sample
+from evals.verify.repo import SelectionError, VerifyOptions, all_records, changed_records, read_at, rotating_sample
 from evals.verify.report import RecordReport, Report, shown
 from evals.verify.rerun import reevaluate, reexecute
 
@@ -130,16 +130,43 @@ def verify(paths: list[Path], opts: VerifyOptions = VerifyOptions(), sample: int
     return report
 
 
+def recertification_problem(before: Record, after: Record) -> str | None:
+    """Why `after` is not `before` plus recertifications (None when it is): with the new links
+    undone, the record must be the committed one, field for field."""
+    k = len(before.provenance.recertified)
+    added = after.provenance.recertified[k:]
+    if not added:
+        return "no recertification was added"
+    undone = after.model_copy(update={"provenance": after.provenance.model_copy(update={
+        "source_hash": added[0].previous_source_hash, "source_files": added[0].previous_source_files,
+        "recertified": after.provenance.recertified[:k]})})
+    if undone != before:
+        changed = sorted(name for name in Record.model_fields if getattr(undone, name) != getattr(before, name))
+        return f"besides its recertification, {', '.join(changed)} changed"
+    return None
+
+
 def _history(report: Report, opts: VerifyOptions, edited: list[tuple[str, str]], base: str) -> None:
+    """A record that `base` has may only gain recertifications (`repro recertify`): any other edit,
+    and any deletion, is refused."""
     by_path = {r.path.resolve(): r for r in report.records}
     for rel, change in edited:
         path = (opts.repo / rel).resolve()
         rep = by_path.get(path) or RecordReport(path)
         if path not in by_path:
             report.records.append(rep)
-        done = "edited" if change == "M" else "deleted"
-        rep.fail("history", "(file)", f"{base} has this record and it was {done}: a committed record is never "
-                                      "edited or deleted (a record whose code moved on goes stale by itself)")
+        problem = "it was deleted"
+        if change == "M":
+            try:
+                before = Record.model_validate_json(read_at(opts.repo, base, rel) or b"")
+                problem = recertification_problem(before, load_record(path))
+            except (ValueError, RecordError) as e:
+                problem = f"it was edited ({e})"
+            if problem is None:
+                rep.passed.append(f"history: recertified since {base}, otherwise as committed")
+                continue
+        rep.fail("history", "(file)", f"{base} has this record and {problem}: a committed record is never edited "
+                                      "or deleted, only recertified (a record whose code moved on goes stale by itself)")
 
 
 def cmd_verify(args) -> None:

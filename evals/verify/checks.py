@@ -138,37 +138,53 @@ def check_provenance(rec: Record, path: Path, opts: VerifyOptions, rep: RecordRe
     """The revision is a commit in the history of HEAD, and the paper's source files at that
     revision hash to the record's source_hash. A run made from uncommitted code (git_dirty) whose
     code was committed together with the record passes too, with a warning naming that commit:
-    either way the code that made the numbers is in the history, for anyone to check out."""
+    either way the code that made the numbers is in the history, for anyone to check out.
+    A recertified record's chain is checked link by link: the run's revision hashes to the first
+    hash, and each recertifying revision (in the history too) to the hash it wrote."""
     p = rec.provenance
-    rev = p.git_revision
-    if not rev:
-        rep.fail("provenance", "provenance.git_revision", "missing: a run must be made in a git checkout of the project")
-    elif not has_commit(opts.repo, rev):
-        rep.fail("provenance", "provenance.git_revision", f"{rev} is not a commit of this repository "
-                                                          "(push the commit the run was made from)")
-    elif not is_ancestor(opts.repo, rev):
-        rep.fail("provenance", "provenance.git_revision", f"{rev} is not in the history of HEAD")
-    else:
-        at_rev, files = _hash_at(rec.module, opts, rev)
-        added = added_in(opts.repo, path) if p.git_dirty and at_rev != p.source_hash else None
-        if added and _hash_at(rec.module, opts, added)[0] == p.source_hash:
-            rep.warn("provenance", "provenance.git_revision", f"made from uncommitted code on top of {rev[:12]}; "
-                                                              f"that code was committed with the record in {added[:12]}")
-        elif at_rev is None:
-            rep.fail("provenance", "module", f"{rec.module!r} does not exist at revision {rev[:12]}.{_dirty(p.git_dirty)}")
-        elif at_rev != p.source_hash:
-            rep.fail("provenance", "provenance.source_hash",
-                     f"{p.source_hash[:12]}… is not the hash of {rec.module}'s source files at {rev[:12]} "
-                     f"({at_rev[:12]}…).{_dirty(p.git_dirty)}")
-        elif files != sorted(p.source_files):
-            rep.fail("provenance", "provenance.source_files", f"{p.source_files}, but the module's files at "
-                                                              f"{rev[:12]} are {files}")
+    n = len(p.recertified)
+    for i, (rev, want, want_files) in enumerate(p.hash_chain()):
+        fields = ("provenance.git_revision" if i == 0 else f"provenance.recertified[{i - 1}].revision",
+                  "provenance.source_hash" if i == n else f"provenance.recertified[{i}].previous_source_hash")
+        if not _check_link(rec, path, opts, rep, rev, want, want_files, fields, first=i == 0):
+            break
     missing = [name for name in REQUIRED_PACKAGES if not p.packages.get(name)]
     if missing:
         rep.fail("provenance", "provenance.packages", f"no version recorded for {', '.join(missing)}")
     if rec.status == "ok" and not HEX64.match(p.checkpoint_sha256 or ""):
         rep.fail("provenance", "provenance.checkpoint_sha256", f"{p.checkpoint_sha256!r} is not a sha256: "
                                                                "a finished run names its checkpoint")
+
+
+def _check_link(rec: Record, path: Path, opts: VerifyOptions, rep: RecordReport, rev: str | None, want: str,
+                want_files: list[str], fields: tuple[str, str], first: bool) -> bool:
+    """One link of the hash chain (`fields`: where its revision and its hash lie); False when it failed."""
+    dirty = rec.provenance.git_dirty and first
+    field_, hash_field = fields
+    if not rev:
+        rep.fail("provenance", field_, "missing: a run must be made in a git checkout of the project")
+    elif not has_commit(opts.repo, rev):
+        rep.fail("provenance", field_, f"{rev} is not a commit of this repository (push the commit the run was made from)")
+    elif not is_ancestor(opts.repo, rev):
+        rep.fail("provenance", field_, f"{rev} is not in the history of HEAD")
+    else:
+        at_rev, files = _hash_at(rec.module, opts, rev)
+        added = added_in(opts.repo, path) if dirty and at_rev != want else None
+        if added and _hash_at(rec.module, opts, added)[0] == want:
+            rep.warn("provenance", field_, f"made from uncommitted code on top of {rev[:12]}; "
+                                           f"that code was committed with the record in {added[:12]}")
+            return True
+        if at_rev is None:
+            rep.fail("provenance", "module", f"{rec.module!r} does not exist at revision {rev[:12]}.{_dirty(dirty)}")
+        elif at_rev != want:
+            rep.fail("provenance", hash_field, f"{want[:12]}… is not the hash of {rec.module}'s source files at "
+                                               f"{rev[:12]} ({at_rev[:12]}…).{_dirty(dirty)}")
+        elif files != sorted(want_files):
+            rep.fail("provenance", hash_field.replace("_hash", "_files"),
+                     f"{want_files}, but the module's files at {rev[:12]} are {files}")
+        else:
+            return True
+    return False
 
 
 def _dirty(dirty: bool) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from evals.paths import ROOT
 
+
 @dataclass(frozen=True)
 class Finding:
     check: str   # schema, provenance, consistency, re-execution, re-evaluation, history, stale, verify

@@ -119,7 +119,25 @@ def without_timings(rec: Record, patterns: list[str]) -> tuple[Record, list[str]
                                   "evaluations": evaluations}), dropped
 
 
-def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: RecordReport) -> None:
+def compare_names(recorded: Record, fresh: Record, rep: RecordReport, note: str) -> None:
+    """A whole run logs the same curves, metrics and samples as its record: nothing left out of
+    the record, nothing added to it."""
+    for what, a, b in (("curves", set(recorded.curves), set(fresh.curves)),
+                       ("metrics", set(recorded.metrics), set(fresh.metrics)),
+                       ("evaluations", [ev.evaluator for ev in recorded.evaluations], [ev.evaluator for ev in fresh.evaluations])):
+        if a != b:
+            rep.fail("re-execution", what, f"recorded {sorted(a) if isinstance(a, set) else a}, the re-execution gave "
+                                           f"{sorted(b) if isinstance(b, set) else b}{note}")
+    for i, (a, b) in enumerate(zip(recorded.evaluations, fresh.evaluations)):
+        if set(a.samples) != set(b.samples):
+            rep.fail("re-execution", f"evaluations[{i}].samples", f"recorded {sorted(a.samples)}, the re-execution "
+                                                                  f"gave {sorted(b.samples)}{note}")
+
+
+def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: RecordReport,
+              whole: bool = False) -> None:
+    """Re-execute `rec` and compare; `whole` runs it to the end even where the tier sets
+    `verify_steps` (recertification), and then also asks for the same names."""
     resolved = resolve(spec, rec.tier, rec.arm, rec.seed, {})
     device = rec.provenance.hardware.get("device", "cpu")
     note = "" if str(device).startswith("cpu") else f" (the run was made on {device}; re-executed on the CPU)"
@@ -130,7 +148,7 @@ def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Rec
     with tempfile.TemporaryDirectory(prefix="repro-verify-") as tmp, _torch_settings():
         run_opts = RunOptions(device="cpu", deterministic=True, threads=int(rec.provenance.hardware.get("torch_threads", 1)),
                               progress=False, tensorboard=False, results=Path(tmp) / "results", runs=Path(tmp) / "runs",
-                              stop_after_step=tier.verify_steps or 0)
+                              stop_after_step=0 if whole else tier.verify_steps or 0)
         fresh = load_record(run_one(resolved, run_opts))
     whole = fresh.status != "prefix"
     took = time.perf_counter() - t0
@@ -138,6 +156,7 @@ def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Rec
     fresh, _ = without_timings(fresh, tier.verify_timings)
     before = len(rep.failures)
     if whole:
+        compare_names(rec, fresh, rep, note)
         compare_whole(rec, fresh, opts, rep, note)
     matched = compare_curves(rec, fresh, opts, rep, note)
     if not matched and len(rep.failures) == before and rec.curves:

@@ -1,0 +1,156 @@
+"""`repro recertify [PAPER]`: carry records across a change of code that alters no number.
+
+A record counts while its paper's source hash is today's (evals/status.py). Moving or tidying
+code changes that hash and stales every record, though no number changed. Recertification
+re-executes each stale smoke or mini record in full with today's code, on the CPU in
+deterministic mode, and compares status, metrics, per-episode values and every logged value with
+zero tolerance (the timings the tier names in `verify_timings` excepted, as in `repro verify`).
+Where every value is bit-identical it rewrites the record's `source_hash` and `source_files` to
+today's and appends a `Recertification` to `provenance.recertified`: the hash it replaced and the
+revision whose code gave the same bits. Nothing else of the record changes; `repro verify`
+checks that (against the record as first committed) and checks the chain link by link. A record
+whose numbers change is not recertified: re-run it.
+
+Records staled by a new spec version or evaluator version are not recertifiable (their config or
+their scoring changed): re-run them. Full-tier records are never re-executed here (a GPU run).
+The code must be committed first, so that the revision named is the code that ran.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from evals import paths, provenance
+from evals.record import Recertification, Record, RecordError, load_record, now_iso, record_files
+from evals.spec import SpecError, get_tier, load_spec, paper_ids, unknown_paper
+from evals.status import current_source_hash, staleness
+from evals.verify.repo import VerifyOptions, read_at
+from evals.verify.report import RecordReport, shown
+from evals.verify.rerun import reexecute
+
+EXACT = VerifyOptions(rtol=0.0, atol=0.0)
+
+
+@dataclass
+class Outcome:
+    path: Path
+    result: str  # recertified | current | changed | not-recertifiable
+    detail: str
+    seconds: float = 0.0
+
+
+def _source_hash_reason(why: str | None) -> bool:
+    return why == "the paper's source files changed since this run"
+
+
+def recertify_record(path: Path, revision: str) -> Outcome:
+    """Re-execute one record in full and, where every value is identical, rewrite its hash."""
+    t0 = time.perf_counter()
+    rec = load_record(path)
+    spec = load_spec(rec.paper)
+    why = staleness(rec, spec)
+    if why is None:
+        return Outcome(path, "current", "current already")
+    if not _source_hash_reason(why):
+        return Outcome(path, "not-recertifiable", f"{why}: re-run it")
+    if rec.tier == "full":
+        return Outcome(path, "not-recertifiable", "a full-tier record is not re-executed here: re-run it on a GPU")
+    rep = RecordReport(path)
+    try:
+        reexecute(rec, spec, get_tier(spec, rec.tier), EXACT, rep, whole=True)
+    except Exception as e:  # noqa: BLE001 - a run that cannot be repeated is not recertified
+        rep.fail("re-execution", "(run)", f"{type(e).__name__}: {e}")
+    seconds = time.perf_counter() - t0
+    if rep.failures:
+        return Outcome(path, "changed", "; ".join(f"{f.field}: {f.reason}" for f in rep.failures[:3]), seconds)
+    files = provenance.source_files(rec.module)
+    p = rec.provenance
+    link = Recertification(previous_source_hash=p.source_hash, previous_source_files=p.source_files,
+                           revision=revision, at=now_iso(), checked=rep.passed[-1])
+    new = rec.model_copy(update={"provenance": p.model_copy(update={
+        "source_hash": provenance.hash_files(files), "source_files": sorted(files),
+        "recertified": [*p.recertified, link]})})
+    _replace(path, new)
+    return Outcome(path, "recertified", rep.passed[-1], seconds)
+
+
+def _replace(path: Path, record: Record) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_text(record.model_dump_json(indent=1) + "\n")
+    os.replace(tmp, path)  # atomic: the record is whole before and after
+
+
+def committed_revision(modules: set[str]) -> str:
+    """HEAD, when the hashed source files of `modules` in the work tree are HEAD's; else an error
+    (a recertification names the revision whose code ran)."""
+    rev = provenance.git("rev-parse", "HEAD")
+    if not rev:
+        raise SpecError("repro recertify: not in a git checkout (a recertification names the commit whose code ran)")
+    for module in sorted(modules):
+        at_head = provenance.hash_files(provenance.source_files(module, read=lambda rel: read_at(paths.ROOT, rev, rel)))
+        if at_head != current_source_hash(module):
+            raise SpecError(f"repro recertify: {module}'s source files differ from HEAD ({rev[:12]}): commit them first")
+    return rev
+
+
+def stale_records(paper: str | None, tier: str | None, results: Path | None = None) -> list[Path]:
+    """The records whose only staleness is their source hash, cheapest first (by recorded wall time)."""
+    out = []
+    for path in record_files(paper, tier, results):
+        try:
+            rec = load_record(path)
+            why = staleness(rec, load_spec(rec.paper))
+        except (RecordError, SpecError) as e:
+            print(f"recertify: skipped {shown(path)}: {e}", file=sys.stderr)
+            continue
+        if _source_hash_reason(why) and rec.tier != "full":
+            out.append((rec.provenance.wall_time_s, path))
+    return [p for _, p in sorted(out)]
+
+
+def cmd_recertify(args) -> None:
+    if args.paper and args.paper not in paper_ids():
+        raise unknown_paper(args.paper, paper_ids())
+    todo = [Path(p) for p in args.records] if args.records else stale_records(args.paper, args.tier)
+    if not todo:
+        print("recertify: no stale smoke or mini record to recertify")
+        return
+    revision = committed_revision({load_record(p).module for p in todo})
+    print(f"recertify: {len(todo)} record(s) at {revision[:12]}, {args.jobs} at a time", file=sys.stderr, flush=True)
+    outcomes: list[Outcome] = []
+    if args.jobs <= 1:
+        for i, p in enumerate(todo):
+            print(f"recertify: [{i + 1}/{len(todo)}] {shown(p)}", file=sys.stderr, flush=True)
+            outcomes.append(recertify_record(p, revision))
+            _say(outcomes[-1])
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(recertify_record, p, revision) for p in todo]
+            for f in as_completed(futures):
+                outcomes.append(f.result())
+                _say(outcomes[-1])
+    counts = {r: sum(o.result == r for o in outcomes) for r in ("recertified", "changed", "not-recertifiable", "current")}
+    print("recertify: " + ", ".join(f"{n} {r}" for r, n in counts.items() if n))
+    if counts["changed"] or counts["not-recertifiable"]:
+        raise SystemExit(1)
+
+
+def _say(o: Outcome) -> None:
+    print(f"{o.result:<17} {shown(o.path)}: {o.detail}" + (f" ({o.seconds:.0f}s)" if o.seconds else ""), flush=True)
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("recertify", help="re-execute stale records with today's code; where every value is "
+                                         "identical, move them to today's source hash")
+    s.add_argument("paper", nargs="?", help="only this paper's records (default: every paper's)")
+    s.add_argument("--tier", choices=("smoke", "mini"), help="only this tier's records")
+    s.add_argument("--records", nargs="+", default=[], metavar="RECORD", help="these record files")
+    s.add_argument("--jobs", type=int, default=1, help="re-executions in parallel (local processes)")
+    s.set_defaults(fn=cmd_recertify)

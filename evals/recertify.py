@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals import paths, provenance
+from evals import CPU_ISA_PIN, paths, provenance
 from evals.record import Recertification, Record, RecordError, load_record, now_iso, record_files
 from evals.spec import SpecError, get_tier, load_spec, paper_ids, unknown_paper
 from evals.status import current_source_hash, staleness
-from evals.verify.repo import VerifyOptions, read_at
+from evals.verify.repo import VerifyOptions, added_in, read_at
 from evals.verify.report import RecordReport, shown
-from evals.verify.rerun import reexecute
+from evals.verify.rerun import compare_curves, compare_names, compare_whole, reexecute, without_timings
 
 EXACT = VerifyOptions(rtol=0.0, atol=0.0)
 
@@ -50,8 +52,11 @@ def _source_hash_reason(why: str | None) -> bool:
     return why == "the paper's source files changed since this run"
 
 
-def recertify_record(path: Path, revision: str) -> Outcome:
-    """Re-execute one record in full and, where every value is identical, rewrite its hash."""
+def recertify_record(path: Path, revision: str, same_machine: bool = False) -> Outcome:
+    """Re-execute one record in full and, where every value is identical, rewrite its hash. With
+    `same_machine`, a record that this machine does not re-execute bit for bit (it was made on
+    another kind of CPU) is recertified when the record's own code, run here, gives what today's
+    code gives here."""
     t0 = time.perf_counter()
     rec = load_record(path)
     spec = load_spec(rec.paper)
@@ -62,11 +67,15 @@ def recertify_record(path: Path, revision: str) -> Outcome:
         return Outcome(path, "not-recertifiable", f"{why}: re-run it")
     if rec.tier == "full":
         return Outcome(path, "not-recertifiable", "a full-tier record is not re-executed here: re-run it on a GPU")
+    tier = get_tier(spec, rec.tier)
     rep = RecordReport(path)
+    fresh = None
     try:
-        reexecute(rec, spec, get_tier(spec, rec.tier), EXACT, rep, whole=True)
+        fresh = reexecute(rec, spec, tier, EXACT, rep, whole=True)
     except Exception as e:  # noqa: BLE001 - a run that cannot be repeated is not recertified
         rep.fail("re-execution", "(run)", f"{type(e).__name__}: {e}")
+    if rep.failures and same_machine and fresh is not None:
+        rep = against_own_code(rec, fresh, tier, path)
     seconds = time.perf_counter() - t0
     if rep.failures:
         return Outcome(path, "changed", "; ".join(f"{f.field}: {f.reason}" for f in rep.failures[:3]), seconds)
@@ -79,6 +88,60 @@ def recertify_record(path: Path, revision: str) -> Outcome:
         "recertified": [*p.recertified, link]})})
     _replace(path, new)
     return Outcome(path, "recertified", rep.passed[-1], seconds)
+
+
+def code_revision(rec: Record, path: Path) -> str:
+    """The commit holding the code that made `rec`: its git_revision, or, for a run made from
+    uncommitted code, the commit that added the record with that code (as verify accepts)."""
+    rev = rec.provenance.git_revision or ""
+    at = lambda r: provenance.hash_files(provenance.source_files(rec.module, read=lambda rel: read_at(paths.ROOT, r, rel)))
+    if rev and at(rev) == rec.provenance.source_hash:
+        return rev
+    added = added_in(paths.ROOT, path)
+    if added and at(added) == rec.provenance.source_hash:
+        return added
+    raise RecordError(f"{path}: no commit holds the code that made it (source_hash {rec.provenance.source_hash[:12]}…)")
+
+
+def run_at(revision: str, rec: Record, scratch: Path) -> Record:
+    """Re-execute `rec`'s (arm, seed) in full with the code of `revision` (a git worktree of it,
+    its own harness and CLI), deterministic, on the CPU, with this process's kernel pins."""
+    tree = scratch / "tree"
+    git = lambda *a: subprocess.run(["git", *a], cwd=paths.ROOT, capture_output=True, text=True, check=True)
+    git("worktree", "add", "--detach", str(tree), revision)
+    try:
+        env = {**os.environ, **{k: os.environ.get(k, v) for k, v in CPU_ISA_PIN.items()},
+               "PYTHONPATH": str(tree), "REPRO_RESULTS": str(tree / "results"), "REPRO_RUNS": str(tree / "runs")}
+        for old in (tree / "results" / rec.paper / rec.tier).glob("*.json"):
+            old.unlink()  # the tree's committed records: only the re-execution's stays
+        threads = str(int(rec.provenance.hardware.get("torch_threads", 1)))
+        cmd = [sys.executable, "-m", "evals.cli", "reproduce", rec.paper, "--tier", rec.tier, "--seeds", str(rec.seed),
+               "--arms", rec.arm, "--device", "cpu", "--deterministic", "--threads", threads, "--no-progress"]
+        done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+        made = sorted((tree / "results" / rec.paper / rec.tier).glob("*.json"))
+        if done.returncode != 0 or len(made) != 1:
+            raise RuntimeError(f"the code of {revision[:12]} did not re-execute it: {done.stderr.strip()[-500:]}")
+        return load_record(made[0])
+    finally:
+        git("worktree", "remove", "--force", str(tree))
+
+
+def against_own_code(rec: Record, fresh: Record, tier, path: Path) -> RecordReport:
+    """Compare today's re-execution with the record's own code re-executed here, bit for bit."""
+    rep = RecordReport(path)
+    revision = code_revision(rec, path)
+    with tempfile.TemporaryDirectory(prefix="repro-recertify-") as tmp:
+        own, _ = without_timings(run_at(revision, rec, Path(tmp)), tier.verify_timings)
+    note = f" (today's code against {revision[:12]}'s, both here)"
+    compare_names(own, fresh, rep, note)
+    compare_whole(own, fresh, EXACT, rep, note)
+    matched = compare_curves(own, fresh, EXACT, rep, note)
+    if not rep.failures:
+        cpu = provenance.hardware("cpu")["cpu"]
+        rep.passed.append(f"re-execution (whole run by the record's own code at {revision[:12]} and by today's code, "
+                          f"both on {cpu}: {matched} logged values, the metrics and per-episode values identical; "
+                          f"the record was made on {rec.provenance.hardware.get('cpu', '?')})")
+    return rep
 
 
 def _replace(path: Path, record: Record) -> None:
@@ -128,11 +191,11 @@ def cmd_recertify(args) -> None:
     if args.jobs <= 1:
         for i, p in enumerate(todo):
             print(f"recertify: [{i + 1}/{len(todo)}] {shown(p)}", file=sys.stderr, flush=True)
-            outcomes.append(recertify_record(p, revision))
+            outcomes.append(recertify_record(p, revision, args.same_machine))
             _say(outcomes[-1])
     else:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(recertify_record, p, revision) for p in todo]
+            futures = [pool.submit(recertify_record, p, revision, args.same_machine) for p in todo]
             for f in as_completed(futures):
                 outcomes.append(f.result())
                 _say(outcomes[-1])
@@ -153,4 +216,7 @@ def add_parser(sub) -> None:
     s.add_argument("--tier", choices=("smoke", "mini"), help="only this tier's records")
     s.add_argument("--records", nargs="+", default=[], metavar="RECORD", help="these record files")
     s.add_argument("--jobs", type=int, default=1, help="re-executions in parallel (local processes)")
+    s.add_argument("--same-machine", action="store_true",
+                   help="where the record does not re-execute bit for bit here (made on another kind of CPU), "
+                        "compare today's code with the record's own code, both re-executed here")
     s.set_defaults(fn=cmd_recertify)

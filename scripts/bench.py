@@ -3,12 +3,15 @@
 Each `reproductions/<id>/bench.py` exposes `run() -> list[dict]` with rows
 {benchmark, ours, baseline, unit, ratio}; ratios > 1 mean ours is faster (or smaller). Papers'
 benchmarks time their own code only; the rows that need the harness (its overhead on a run) are
-here, under the name `harness`. `python scripts/bench.py sac dqn harness` runs only those.
+here, under the name `harness`. A `run(config)` that takes an argument gets the paper's mini-tier
+config (arm `ours`), resolved here from the spec. `python scripts/bench.py sac dqn harness` runs
+only those.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import tempfile
 import time
@@ -40,7 +43,15 @@ def harness_rows() -> list[dict]:
 
 
 def rows_of(name: str) -> list[dict]:
-    return harness_rows() if name == "harness" else importlib.import_module(f"reproductions.{name}.bench").run()
+    if name == "harness":
+        return harness_rows()
+    run = importlib.import_module(f"reproductions.{name}.bench").run
+    if inspect.signature(run).parameters:
+        from evals.config import resolve
+        from evals.spec import load_spec
+
+        return run(resolve(load_spec(name), "mini", "ours", 1).config)
+    return run()
 
 
 def main(papers: list[str]) -> None:

@@ -135,7 +135,7 @@ def compare_names(recorded: Record, fresh: Record, rep: RecordReport, note: str)
 
 
 def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: RecordReport,
-              whole: bool = False) -> None:
+              whole: bool = False) -> Record:
     """Re-execute `rec` and compare; `whole` runs it to the end even where the tier sets
     `verify_steps` (recertification), and then also asks for the same names."""
     resolved = resolve(spec, rec.tier, rec.arm, rec.seed, {})
@@ -166,6 +166,7 @@ def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Rec
         what = "whole run" if whole else f"prefix: steps up to {tier.verify_steps}"
         skipped = f"; timings not compared: {', '.join(timings)}" if timings else ""
         rep.passed.append(f"re-execution ({what}: {matched} logged values match, {took:.1f}s{skipped})")
+    return fresh
 
 
 # -- re-evaluation --------------------------------------------------------------------------

@@ -13,15 +13,9 @@ import time
 import torch
 import torch.nn as nn
 
-from evals.config import resolve
-from evals.spec import load_spec
 from reproductions.ddpm import ddpm
 
 TRAIN_STEPS, SAMPLES, REPEATS = 20, 16, 2
-
-
-def mini_config() -> ddpm.Config:
-    return resolve(load_spec("ddpm"), "mini", "ours", 1).config
 
 
 def diffusers_unet(cfg: ddpm.Config):
@@ -93,10 +87,10 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-def run() -> list[dict]:
+def run(cfg: ddpm.Config) -> list[dict]:
+    """`cfg`: the mini tier's config (scripts/bench.py resolves it from the spec)."""
     from diffusers import DDPMScheduler
 
-    cfg = mini_config()
     torch.manual_seed(0)
     ours = ddpm.build(cfg).eval()
     theirs = diffusers_unet(cfg).eval()

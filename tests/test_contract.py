@@ -1,0 +1,84 @@
+"""Every paper module (and every module an arm names) keeps the contract of evals/contract.py, and
+the contract's checks name what is missing."""
+
+from __future__ import annotations
+
+import importlib
+import types
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from evals import contract
+from evals.contract import ContractError, paper_hooks
+from evals.run_context import Run
+from evals.spec import all_specs
+
+
+def _modules() -> list[str]:
+    names = set()
+    for spec in all_specs():
+        for tier in spec.tiers.values():
+            names |= {arm.module or spec.module for arm in tier.arms.values()}
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_every_paper_module_keeps_the_contract(name):
+    hooks = paper_hooks(importlib.import_module(name))
+    assert hooks.Config() is not None  # every field has a default: a tier sets only what it changes
+
+
+def _module(**pieces) -> types.ModuleType:
+    m = types.ModuleType("reproductions.fake")
+
+    @dataclass
+    class Config:
+        steps: int = 1
+
+    base = {"Config": Config, "build": lambda config: None, "train": lambda config, run: None}
+    for k, v in {**base, **pieces}.items():
+        if v is not None:
+            setattr(m, k, v)
+    return m
+
+
+@pytest.mark.parametrize("piece", ["Config", "build", "train"])
+def test_a_missing_piece_is_named(piece):
+    m = _module()
+    delattr(m, piece)
+    with pytest.raises(ContractError, match=f"'reproductions.fake' has no '{piece}'"):
+        paper_hooks(m)
+
+
+def test_a_malformed_piece_is_named():
+    with pytest.raises(ContractError, match="'Config' must be a dataclass"):
+        paper_hooks(_module(Config=dict))
+    with pytest.raises(ContractError, match="'train' must accept 2 positional"):
+        paper_hooks(_module(train=lambda config: None))
+    with pytest.raises(ContractError, match="'dry_run_step' is not callable"):
+        paper_hooks(_module(dry_run_step=3))
+
+
+def test_optional_hooks_default():
+    hooks = paper_hooks(_module())
+    assert hooks.dry_run_step is None and hooks.required_data(None) == [] and hooks.data_fingerprint(None) is None
+
+
+def test_the_run_contexts_keep_the_protocol(tmp_path):
+    run = Run(tmp_path, seed=1, device=torch.device("cpu"), progress=False, tensorboard=False)
+    try:
+        assert isinstance(run, contract.RunContext)
+    finally:
+        run.close()
+    assert isinstance(contract.QuietRun(), contract.RunContext)
+
+
+def test_a_missing_capability_names_the_evaluator_and_the_member():
+    class Half:
+        def held_out(self):
+            return []
+
+    with pytest.raises(ContractError, match=r"bleu: the trained Half is not a Translator \(missing: translate"):
+        contract.capability(Half(), contract.Translator, "bleu")

@@ -10,10 +10,12 @@ and may provide the optional hooks
 - `required_data(config) -> list[str]`: what the run needs that is missing here (empty: nothing);
 - `data_fingerprint(config) -> str`: what data the run saw, for the record.
 
-`paper_hooks(module, name)` checks a module against this and returns its hooks, the optional
-ones filled with their defaults; a missing or malformed piece is a `ContractError` that names
-the module and the piece. Evaluators ask for a capability with `capability(agent, Protocol,
-evaluator)`, never with `hasattr`.
+`paper_hooks(module)` checks a module against this and returns its hooks, the optional ones
+filled with their defaults; a missing or malformed piece is a `ContractError` that names the
+module and the piece. Evaluators ask for a capability with `capability(agent, Protocol,
+evaluator)` (a ContractError naming what is missing), never with `hasattr`; the language-model
+evaluators (lm_loss, lm_eval) test `isinstance(agent, LanguageModel)` instead and report a thing
+that is not one as "not scored", since a tier may score arms that are not language models.
 
 Papers import this module and `evals.tasks`, and nothing else of the harness.
 """
@@ -29,6 +31,8 @@ from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
 
 
 class ContractError(TypeError):
@@ -93,6 +97,22 @@ class Agent(Protocol):
     def load(self, path: Path) -> "Agent": ...
 
     def num_parameters(self) -> int: ...
+
+
+class SafetensorsModule(nn.Module):
+    """The `Agent` side of the contract for a torch module: its state dict saved to and loaded from
+    safetensors, its parameters counted. A paper's model subclasses it instead of nn.Module (and
+    overrides `num_parameters` where only a part counts)."""
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, path: Path) -> None:
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
+
+    def load(self, path: Path) -> "SafetensorsModule":
+        self.load_state_dict(load_file(str(path)))
+        return self
 
 
 # -- what evaluators need of it (capabilities) ---------------------------------------------------
@@ -185,10 +205,6 @@ class AttentionMeasurements(Protocol):
 
 
 Capability = TypeVar("Capability")
-
-
-def has(agent: Any, capability: type) -> bool:
-    return isinstance(agent, capability)
 
 
 def capability(agent: Any, wanted: type[Capability], evaluator: str) -> Capability:

@@ -335,5 +335,6 @@ def summary(papers: list[Paper]) -> str:
     for area in AREAS:
         out.append(f"    - [{AREA_TITLES[area]}]({area_url(area)})")
         out += [f"        - [{short_title(p.spec)}]({paper_url(p.spec.id)})" for p in in_area(papers, area)]
-    out += ["- [Curriculum](curriculum.md)", "- [Methodology](methodology.md)", "- [Contributing a run](contributing.md)"]
+    out += ["- [Curriculum](curriculum.md)", "- [Methodology](methodology.md)", "- [Architecture](architecture.md)",
+            "- [Contributing a run](contributing.md)"]
     return "\n".join(out) + "\n"

@@ -55,9 +55,9 @@ REGISTRY: dict[str, Evaluator] = {}
 
 def register(name: str, version: int, options: type[BaseModel],
              derive: Callable[[EvalResult], dict[str, float]] | None = None):
-    def deco(fn):
+    def deco(fn) -> Evaluator:  # the name now calls the registered evaluator: an EvalResult, stamped
         REGISTRY[name] = Evaluator(name, version, options, fn, derive)
-        return fn
+        return REGISTRY[name]
 
     return deco
 

@@ -105,3 +105,13 @@ def missing_env(env_id: str) -> list[str]:
         return [f"environment {env_id!r}: {e} (install the project with `pip install -e .`, which brings "
                 "gymnasium[mujoco] and ale-py)"]
     return []
+
+
+def env_data_fingerprint(cfg) -> str:
+    """The `data_fingerprint` hook of a paper whose config names an environment (`cfg.env_id`)."""
+    return env_fingerprint(cfg.env_id)
+
+
+def env_required_data(cfg) -> list[str]:
+    """The `required_data` hook of a paper whose config names an environment (`cfg.env_id`)."""
+    return missing_env(cfg.env_id)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch.utils.data import TensorDataset
 
+from evals.contract import SafetensorsModule
 from evals.tasks.image_loaders import CHANNELS, fingerprint, image_dataset, missing_data
 from reproductions.common.training import restore, snapshot
 from reproductions.ddpm.diffusion import GaussianDiffusion
@@ -56,7 +56,7 @@ class Config:
     grid: int = 64                      # samples drawn for samples.png at the end of training
 
 
-class DDPM(nn.Module):
+class DDPM(SafetensorsModule):
     """eps_theta (trained), its EMA copy (sampled from) and the fixed diffusion."""
 
     def __init__(self, cfg: Config):
@@ -94,13 +94,6 @@ class DDPM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path) -> "DDPM":
-        self.load_state_dict(load_file(str(path)))
-        return self
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from evals.tasks.atari import env_fingerprint, make_agent_env, missing_env
+from evals.contract import SafetensorsModule
+from evals.tasks.atari import make_agent_env
+from evals.tasks.atari import env_data_fingerprint as data_fingerprint  # noqa: F401  (the contract's data hooks:
+from evals.tasks.atari import env_required_data as required_data  # noqa: F401  the env the config names)
 from evals.tasks.envs import episode_seed
 from reproductions.common.conv_torso import ConvTorso
 from reproductions.common.replay import ReplayBuffer
@@ -95,7 +97,7 @@ class QNetwork(nn.Module):
         return self.head(self.torso(obs))
 
 
-class DQN(nn.Module):
+class DQN(SafetensorsModule):
     """The trained thing: the online Q network and its target copy."""
 
     def __init__(self, cfg: Config, obs_shape: tuple[int, ...], n_actions: int):
@@ -122,13 +124,6 @@ class DQN(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.q.parameters())
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path) -> "DQN":
-        self.load_state_dict(load_file(str(path)))
-        return self
 
 
 def make_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
@@ -238,10 +233,6 @@ def train(cfg: Config, run) -> DQN:
     return agent
 
 
-def data_fingerprint(cfg: Config) -> str:
-    return env_fingerprint(cfg.env_id)
-
-
 def dry_run_step(agent: DQN, cfg: Config) -> dict[str, float]:
     """One gradient step on a tiny random batch (for `--dry-run` of tiers that cannot run here)."""
     obs_shape, n_actions, obs_dtype = env_spaces(cfg.env_id)
@@ -253,7 +244,3 @@ def dry_run_step(agent: DQN, cfg: Config) -> dict[str, float]:
     batch = {"obs": obs, "actions": torch.randint(n_actions, (n,)), "rewards": torch.randn(n),
              "next_obs": next_obs, "terminated": torch.zeros(n)}
     return {k: v.item() for k, v in Learner(agent, cfg).update(batch).items()}
-
-
-def required_data(cfg: Config) -> list[str]:
-    return missing_env(cfg.env_id)

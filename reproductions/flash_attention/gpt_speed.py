@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from reproductions.flash_attention.flash import flash_attention
 from reproductions.transformer import lm
-from reproductions.transformer.lm import data_fingerprint, required_data
+from reproductions.transformer.lm import build, data_fingerprint, required_data
 
 
 def _triton(q, k, v, mask=None, causal=False):
@@ -19,21 +20,17 @@ def _triton(q, k, v, mask=None, causal=False):
     return triton_flash_attention(q, k, v, mask=mask, causal=causal)
 
 
-ATTENTIONS = {**lm.ATTENTIONS, "flash": flash_attention, "triton": _triton}
-
-
 @dataclass
 class Config(lm.Config):
+    """The GPT of `transformer/lm.py`, whose attention functions gain our two kernels."""
+
+    attentions: ClassVar[dict] = {**lm.ATTENTIONS, "flash": flash_attention, "triton": _triton}
     attention: str = "triton"
-
-
-def build(cfg: Config) -> lm.LanguageModel:
-    return lm.build(cfg, attentions=ATTENTIONS)
 
 
 def train(cfg: Config, run) -> lm.LanguageModel:
     start = time.perf_counter()
-    model = lm.train(cfg, run, build(cfg))
+    model = lm.train(cfg, run)
     run.log(cfg.steps, train_tokens_per_s=cfg.steps * cfg.batch_size * cfg.block_size / (time.perf_counter() - start))
     return model
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
+from evals.contract import SafetensorsModule
 from evals.tasks.image_loaders import image_dataset
 from reproductions.common.training import restore, snapshot
 from reproductions.vit import classify, vit
@@ -130,7 +130,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return (per_patch * mask).sum() / mask.sum()
 
 
-class MAE(nn.Module):
+class MAE(SafetensorsModule):
     """The pre-training model (encoder + decoder) and the two classifiers made from its encoder:
     the trained thing. `predict_logits`: the fine-tuned encoder; `probe_logits`: the linear probe
     on `probe_encoder`, a frozen copy of the encoder as pre-training left it."""
@@ -209,16 +209,6 @@ class MAE(nn.Module):
         self.probe_encoder.eval()
         self.probe_norm.eval()
         return self.probe(self.probe_norm(self.probe_encoder.features(images.to(self.mask_token.device))))
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path) -> "MAE":
-        self.load_state_dict(load_file(str(path)))
-        return self
 
 
 def layer_decay_groups(encoder: ViT, weight_decay: float, layer_decay: float) -> list[dict]:

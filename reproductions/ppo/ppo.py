@@ -22,10 +22,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
 from torch.distributions import Categorical, Normal
 
-from evals.tasks.atari import env_fingerprint, make_agent_env, missing_env
+from evals.contract import SafetensorsModule
+from evals.tasks.atari import make_agent_env
+from evals.tasks.atari import env_data_fingerprint as data_fingerprint  # noqa: F401  (the contract's data hooks:
+from evals.tasks.atari import env_required_data as required_data  # noqa: F401  the env the config names)
 from reproductions.common.conv_torso import ConvTorso
 
 
@@ -90,7 +92,7 @@ def orthogonal_init(net: nn.Module, out_gain: float) -> nn.Module:
     return net
 
 
-class ActorCritic(nn.Module):
+class ActorCritic(SafetensorsModule):
     """pi(a|s) and V(s). Vectors: separate MLPs for policy and value (the paper's MuJoCo networks),
     a Gaussian with state-independent log std for continuous actions. Images: the shared convolutional
     torso with a policy head and a value head (the paper's Atari network, trained with c1, c2)."""
@@ -151,16 +153,6 @@ class ActorCritic(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path) -> "ActorCritic":
-        self.load_state_dict(load_file(str(path)))
-        return self
 
 
 class Learner:
@@ -290,10 +282,6 @@ def train(cfg: Config, run) -> ActorCritic:
     return agent
 
 
-def data_fingerprint(cfg: Config) -> str:
-    return env_fingerprint(cfg.env_id)
-
-
 def dry_run_step(agent: ActorCritic, cfg: Config) -> dict[str, float]:
     """One minibatch step of eq. (9) on a tiny random batch (for `--dry-run` of tiers that cannot run here)."""
     env = make_agent_env(cfg.env_id, training=False)
@@ -309,7 +297,3 @@ def dry_run_step(agent: ActorCritic, cfg: Config) -> dict[str, float]:
     batch = {"obs": obs, "actions": actions, "logp": logp, "advantages": torch.randn(8), "returns": torch.randn(8)}
     small = Config(**{**cfg.__dict__, "epochs": 1, "minibatch_size": 8})
     return Learner(agent, small).update(batch, 1.0, torch.Generator().manual_seed(0))
-
-
-def required_data(cfg: Config) -> list[str]:
-    return missing_env(cfg.env_id)

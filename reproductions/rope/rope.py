@@ -15,6 +15,7 @@ to the token embeddings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -53,17 +54,10 @@ class RotaryPositions(PositionalScheme):
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
 
-POSITIONS = {**lm.POSITIONS, "rope": RotaryPositions}
-
-
 @dataclass
 class Config(lm.Config):
+    """The GPT of `transformer/lm.py` (built and trained by its `build` and `train`), whose
+    positional schemes gain rotary embeddings, the default here."""
+
+    positions: ClassVar[dict] = {**lm.POSITIONS, "rope": RotaryPositions}
     position: str = "rope"
-
-
-def build(cfg: Config) -> lm.LanguageModel:
-    return lm.build(cfg, positions=POSITIONS)
-
-
-def train(cfg: Config, run) -> lm.LanguageModel:
-    return lm.train(cfg, run, build(cfg))

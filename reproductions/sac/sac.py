@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from evals.tasks.atari import env_fingerprint, missing_env
+from evals.contract import SafetensorsModule
+from evals.tasks.atari import env_data_fingerprint as data_fingerprint  # noqa: F401  (the contract's data hooks:
+from evals.tasks.atari import env_required_data as required_data  # noqa: F401  the env the config names)
 from evals.tasks.envs import box_bounds, episode_seed, make_env
 from reproductions.common.replay import ReplayBuffer
 from reproductions.common.training import restore, snapshot
@@ -109,7 +110,7 @@ def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
             t.lerp_(s, tau)
 
 
-class SAC(nn.Module):
+class SAC(SafetensorsModule):
     """The trained thing: actor, twin critics and their targets, log(alpha). Acts in env units."""
 
     def __init__(self, cfg: Config, obs_dim: int, act_low: np.ndarray, act_high: np.ndarray):
@@ -145,13 +146,6 @@ class SAC(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for m in (self.actor, self.critic) for p in m.parameters()) + 1
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path) -> "SAC":
-        self.load_state_dict(load_file(str(path)))
-        return self
 
 
 class Learner:
@@ -264,10 +258,6 @@ def train(cfg: Config, run) -> SAC:
     return agent
 
 
-def data_fingerprint(cfg: Config) -> str:
-    return env_fingerprint(cfg.env_id)
-
-
 def dry_run_step(agent: SAC, cfg: Config) -> dict[str, float]:
     """One gradient step on a tiny random batch (for `--dry-run` of tiers that cannot run here)."""
     obs_dim, act_dim = agent.actor.net[0].in_features, len(agent.act_low)
@@ -275,7 +265,3 @@ def dry_run_step(agent: SAC, cfg: Config) -> dict[str, float]:
     batch = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
              "next_obs": torch.randn(n, obs_dim), "terminated": torch.zeros(n)}
     return {k: v.item() for k, v in Learner(agent, cfg).update(batch).items()}
-
-
-def required_data(cfg: Config) -> list[str]:
-    return missing_env(cfg.env_id)

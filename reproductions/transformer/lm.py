@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -33,8 +33,12 @@ ATTENTIONS = {"sdpa": sdpa_attention, "naive": naive_attention}
 
 @dataclass
 class Config:
-    """A small GPT on the code corpus; the defaults are the mini tier's."""
+    """A small GPT on the code corpus; the defaults are the mini tier's. A paper that adds a
+    positional scheme or an attention function subclasses it and extends `positions` or
+    `attentions`, the tables its `position` and `attention` fields name a key of."""
 
+    positions: ClassVar[dict[str, Callable[[GPTConfig], PositionalScheme]]] = POSITIONS
+    attentions: ClassVar[dict[str, Callable]] = ATTENTIONS
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -110,11 +114,12 @@ def _choose(table: dict, key: str, field: str):
     return table[key]
 
 
-def build(cfg: Config, positions: dict = POSITIONS, attentions: dict = ATTENTIONS, ffn: FFNFactory = mlp) -> LanguageModel:
-    """The GPT for `cfg`; a paper that adds a scheme passes its own `positions`/`attentions`/`ffn`."""
+def build(cfg: Config, ffn: FFNFactory = mlp) -> LanguageModel:
+    """The GPT for `cfg`, its positional scheme and attention from the tables of cfg's class; a
+    paper with its own feed-forward block passes `ffn`."""
     gcfg = gpt_config(cfg)
-    gpt = GPT(gcfg, position=_choose(positions, cfg.position, "position")(gcfg),
-              attend=_choose(attentions, cfg.attention, "attention"), ffn=ffn)
+    gpt = GPT(gcfg, position=_choose(cfg.positions, cfg.position, "position")(gcfg),
+              attend=_choose(cfg.attentions, cfg.attention, "attention"), ffn=ffn)
     return LanguageModel(gpt, cfg)
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+
+from evals.contract import SafetensorsModule
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -92,7 +93,7 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class ViT(nn.Module):
+class ViT(SafetensorsModule):
     def __init__(self, image_size: int, patch_size: int, channels: int, num_classes: int, dim: int, depth: int,
                  heads: int, mlp_dim: int, dropout: float = 0.0, head_hidden: int = 0, pool: str = "cls"):
         super().__init__()
@@ -159,13 +160,3 @@ class ViT(nn.Module):
             return self(images.to(self.cls_token.device))
         finally:
             self.train(was_training)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path) -> "ViT":
-        self.load_state_dict(load_file(str(path)))
-        return self

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
+from evals.contract import SafetensorsModule
 from reproductions.vit import classify
 from reproductions.vit.classify import TrainConfig, channels, num_classes
 
@@ -42,7 +42,7 @@ class PreActBlock(nn.Module):
         return skip + self.conv2(F.relu(self.bn2(out)))
 
 
-class ResNet(nn.Module):
+class ResNet(SafetensorsModule):
     def __init__(self, in_channels: int, num_classes: int, width: int, stages: int, blocks: int):
         super().__init__()
         self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
@@ -68,16 +68,6 @@ class ResNet(nn.Module):
             return self(images.to(self.head.weight.device))
         finally:
             self.train(was_training)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path) -> "ResNet":
-        self.load_state_dict(load_file(str(path)))
-        return self
 
 
 def build(cfg: Config) -> ResNet:

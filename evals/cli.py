@@ -215,9 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_evaluate)
     from evals.recertify import add_parser as add_recertify_parser
+    from evals.scaffold import add_parser as add_new_parser
     from evals.verify import add_parser as add_verify_parser
     add_verify_parser(sub)
     add_recertify_parser(sub)
+    add_new_parser(sub)
     return p
 
 

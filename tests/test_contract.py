@@ -4,6 +4,7 @@ the contract's checks name what is missing."""
 from __future__ import annotations
 
 import importlib
+import sys
 import types
 from dataclasses import dataclass
 
@@ -82,3 +83,22 @@ def test_a_missing_capability_names_the_evaluator_and_the_member():
 
     with pytest.raises(ContractError, match=r"bleu: the trained Half is not a Translator \(missing: translate"):
         contract.capability(Half(), contract.Translator, "bleu")
+
+
+def test_the_scaffold_keeps_the_contract_and_implements_nothing(tmp_path, monkeypatch):
+    from evals.scaffold import scaffold
+    from evals.spec import SpecError, load_spec
+
+    written = scaffold("lora", root=tmp_path)
+    assert sorted(p.name for p in written) == ["README.md", "__init__.py", "lora.py"]
+    module = types.ModuleType("reproductions.lora.lora")
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # as an import would (dataclass looks it up)
+    exec(compile((tmp_path / "lora" / "lora.py").read_text(), "lora.py", "exec"), module.__dict__)
+    hooks = paper_hooks(module)
+    with pytest.raises(NotImplementedError, match="not written yet"):
+        hooks.build(hooks.Config())
+    assert not load_spec("lora").tiers  # so the paper stays not-implemented
+    (tmp_path / "lora" / "lora.py").write_text("# mine")
+    assert scaffold("lora", root=tmp_path) == [] and (tmp_path / "lora" / "lora.py").read_text() == "# mine"
+    with pytest.raises(SpecError, match="has tiers already"):
+        scaffold("sac", root=tmp_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from evals.checkpoint import CheckpointError, sha256_file
 from evals.config import paper_module, parse_overrides, parse_seeds, resolve
-from evals.paths import ROOT
+from evals import paths
 from evals.record import RecordError, load_record, load_records
 from evals.spec import TIER_NAMES, SpecError, all_specs, get_tier, load_spec, paper_ids, unknown_paper
 from evals.status import paper_status
@@ -146,7 +146,7 @@ def _locate_run(target: Path) -> tuple[dict, Path]:
         record = load_record(target)
         if not record.provenance.checkpoint_path:
             raise RecordError(f"{target}: field 'provenance.checkpoint_path': the run saved no checkpoint")
-        ckpt = ROOT / record.provenance.checkpoint_path
+        ckpt = paths.runs_dir().parent / record.provenance.checkpoint_path  # relative to where runs/ lies
         if not ckpt.is_file():
             raise CheckpointError(f"{target}: checkpoint {ckpt} is not on this machine (heavy artifacts stay in runs/)")
         if sha256_file(ckpt) != record.provenance.checkpoint_sha256:

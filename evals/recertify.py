@@ -14,6 +14,15 @@ whose numbers change is not recertified: re-run it.
 Records staled by a new spec version or evaluator version are not recertifiable (their config or
 their scoring changed): re-run them. Full-tier records are never re-executed here (a GPU run).
 The code must be committed first, so that the revision named is the code that ran.
+
+A record made on another kind of CPU may not re-execute bit for bit here at all (an AMD EPYC's
+runs did not on an Intel Xeon: MKL and oneDNN pick their blocking by the CPU). With
+`--same-machine`, such a record is recertified when the record's own code (a git worktree of the
+commit that holds it) and today's code, both re-executed here in full, give identical values.
+That proves what recertification claims, that the code change altered no number, without this
+machine having to repeat the record; it does not re-check the record's numbers against its own
+run, which `repro verify` did when the record landed and CI's weekly job repeats. The link's
+`checked` says which of the two comparisons was made.
 """
 
 from __future__ import annotations

@@ -94,3 +94,13 @@ def test_verify_checks_each_link_of_the_chain(work):
     wrong.provenance.recertified[0].revision = rec.provenance.git_revision  # that commit's code is the old one
     path.write_text(wrong.model_dump_json(indent=1))
     assert ("provenance", "provenance.source_hash") in [f[:2] for f in findings(verify([path], opts))]
+
+
+def test_the_site_says_where_a_record_was_recertified(made):
+    from leaderboard.tables import _code
+
+    _, rec = made
+    p = rec.provenance.model_copy(deep=True)
+    assert "recertified" not in _code(p)
+    p.recertified = [_link(p.source_hash, "abcdef0123" + "0" * 30)]
+    assert _code(p).endswith("recertified at abcdef01")

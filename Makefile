@@ -6,7 +6,8 @@ PAPER  ?= sac
 TIER   ?= mini
 SEEDS  ?=
 DEVICE ?= auto
-JOBS   ?= 1
+# runs in parallel (one torch thread each): this machine's cores, at most 8
+JOBS   ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n > 8 ? 8 : n )))
 ARGS   ?=
 
 .PHONY: setup reproduce test bench status site serve clean
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-reproduce: setup  ## make reproduce PAPER=sac TIER=mini SEEDS=1,2,3 DEVICE=cpu JOBS=2
+reproduce: setup  ## make reproduce PAPER=sac TIER=mini SEEDS=1,2,3 DEVICE=cpu JOBS=2 (JOBS: the cores by default)
 	$(BIN)/repro reproduce $(PAPER) --tier $(TIER) $(if $(SEEDS),--seeds $(SEEDS)) --device $(DEVICE) --jobs $(JOBS) $(ARGS)
 
 test: setup /usr/bin/chromium

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from evals.config import paper_module, parse_overrides, parse_seeds, resolve
 from evals import paths
 from evals.record import RecordError, load_record, load_records
 from evals.spec import TIER_NAMES, SpecError, all_specs, get_tier, load_spec, paper_ids, unknown_paper
-from evals.status import paper_status
+from evals.status import paper_status, staleness
 from evals.summary import table, tier_summary
 
 
@@ -37,30 +39,55 @@ def cmd_list(args) -> None:
     print(table(rows))
 
 
+WIDTH = 100  # `repro show` fits a 100-column terminal: long fields wrap under their label
+
+
+def _field(label: str, text: str, indent: int = 4) -> str:
+    """`label: text`, wrapped at WIDTH with the continuation lines under the text."""
+    head = " " * indent + (f"{label}: " if label else "")
+    return textwrap.fill(text, WIDTH, initial_indent=head, subsequent_indent=" " * len(head),
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def _where(where: str) -> str:
+    """The table or figure, never broken (it is what one searches the paper for): on its own line
+    when it does not fit beside its label."""
+    line = f"    where: {where}"
+    return line if len(line) <= WIDTH else f"    where:\n      {where}"
+
+
+def _published_lines(p) -> list[str]:
+    value = f"{p.value:g}{' ' + p.unit if p.unit else ''}{' (approx.)' if p.approximate else ''}"
+    lines = [f"  - {p.metric} {value}", _where(p.where),
+             _field("setting", ", ".join(f"{k}={v}" for k, v in p.setting.items()))]
+    return lines + ([_field("note", p.note)] if p.note else [])
+
+
 def cmd_show(args) -> None:
     spec = _spec(args.paper)
-    print(f"{spec.title} ({', '.join(spec.authors[:3])}{' et al.' if len(spec.authors) > 3 else ''}, {spec.year})")
+    print(textwrap.fill(f"{spec.title} ({', '.join(spec.authors[:3])}{' et al.' if len(spec.authors) > 3 else ''}, "
+                        f"{spec.year})", WIDTH))
     print(f"id: {spec.id}   area: {spec.area}   arXiv: {spec.arxiv or '-'}   builds on: {', '.join(spec.builds_on) or '-'}")
     if spec.summary:
-        print(spec.summary.strip())
+        print(_field("", spec.summary.strip(), 0))
     print("\nPublished numbers:")
-    print(table([{"metric": p.metric, "value": f"{p.value:g}{' ' + p.unit if p.unit else ''}{' (approx.)' if p.approximate else ''}",
-                   "where": p.where, "setting": ", ".join(f"{k}={v}" for k, v in p.setting.items())}
-                  for p in spec.published], "(none recorded yet)"))
+    print("  each: metric value, then where it stands (table or figure) and its setting")
+    print("\n".join(line for p in spec.published for line in _published_lines(p)) or "  (none recorded yet)")
     if spec.references:
         print("\nReference reproductions (not the paper's numbers):")
-        print(table([{"name": r.name, "metric": r.metric, "value": f"{r.value:g}",
-                       "setting": ", ".join(f"{k}={v}" for k, v in r.setting.items())} for r in spec.references]))
+        for r in spec.references:
+            print(_field("", f"- {r.name}: {r.metric} {r.value:g}", 2))
+            print(_field("setting", ", ".join(f"{k}={v}" for k, v in r.setting.items())))
     for name, tier in spec.tiers.items():
         print(f"\nTier {name}: seeds {tier.seeds}, evaluators {', '.join(e.kind for e in tier.evaluators) or '-'}")
-        print(f"  config: {json.dumps(tier.config)}")
+        print(_field("config", json.dumps(tier.config), 2))
         for arm, a in tier.arms.items():
             extra = f" module={a.module}" if a.module else ""
-            print(f"  arm {arm}:{extra} {json.dumps(a.config) if a.config else ''} {a.description or ''}".rstrip())
+            print(_field(f"arm {arm}", f"{extra} {json.dumps(a.config) if a.config else ''} {a.description or ''}".strip(), 2))
         for t in tier.targets:
-            print(f"  target: {t.expr}  [{t.test}]")
+            print(_field("target", f"{t.expr}  [{t.test}]", 2))
         for d in tier.deviations:
-            print(f"  deviation: {d}")
+            print(_field("deviation", d, 2))
     if not spec.tiers:
         print("\nNo tiers yet: not implemented.")
 
@@ -111,6 +138,38 @@ def _dry_run(paper: str, tier: str, seeds, arms, overrides) -> None:
     print(f"dry run of {paper}/{tier}: ok")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _makespan(times: list[float], n_jobs: int) -> float:
+    """When the last of these runs ends, each started on the first free worker, longest first."""
+    workers = [0.0] * max(1, n_jobs)
+    for t in sorted(times, reverse=True):
+        workers[workers.index(min(workers))] += t
+    return max(workers)
+
+
+def _time_estimate(paper: str, tier: str, arms: list[str], n_jobs: int) -> str:
+    """How long the runs should take, from the wall times of this tier's recorded runs (an arm's
+    median, or the tier's for an arm without records), saying how many records are current or stale."""
+    spec = load_spec(paper)
+    records = [r for r in load_records(paper) if r.tier == tier and r.status == "ok"]
+    if not records:
+        return "estimate: none, no run of this tier is recorded in results/ yet"
+    by_arm: dict[str, list[float]] = {}
+    for r in records:
+        by_arm.setdefault(r.arm, []).append(r.provenance.wall_time_s)
+    overall = statistics.median(r.provenance.wall_time_s for r in records)
+    times = [statistics.median(by_arm[a]) if a in by_arm else overall for a in arms]
+    stale = sum(staleness(r, spec) is not None for r in records)
+    cores = sorted({str(r.provenance.hardware.get("cpu_count", "?")) for r in records})
+    return (f"estimate: {_duration(sum(times))} of runs, about {_duration(_makespan(times, n_jobs))} with {n_jobs} "
+            f"in parallel, from the wall times of {len(records)} recorded run(s) of this tier "
+            f"({len(records) - stale} current, {stale} stale; recorded on {'/'.join(cores)} CPU cores; runs in "
+            f"parallel share this machine's cores, so each may take longer)")
+
+
 def cmd_reproduce(args) -> None:
     from evals.tier_runner import RunOptions, job_list, launch
 
@@ -134,7 +193,8 @@ def cmd_reproduce(args) -> None:
     opts = RunOptions(device=args.device, deterministic=args.deterministic, threads=args.threads,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress)
     print(f"{args.paper}/{args.tier}: {len(jobs)} run(s) ({', '.join(f'{j.arm}:{j.seed}' for j in jobs)}), "
-          f"launcher {args.launcher}, jobs {args.jobs}", file=sys.stderr)
+          f"launcher {args.launcher}, {args.jobs} in parallel", file=sys.stderr)
+    print(_time_estimate(args.paper, args.tier, [j.arm for j in jobs], args.jobs), file=sys.stderr)
     paths = launch(jobs, overrides, opts, n_jobs=args.jobs, launcher=args.launcher)
     print(tier_summary(args.paper, args.tier, paths))
 

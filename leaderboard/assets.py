@@ -1,7 +1,8 @@
 """Third-party files the site serves itself, so that a page asks nothing of another host.
 
-Mermaid (the curriculum graph): Material would load it from a CDN unless `mermaid` is already
-defined, so the page loads this copy first. It comes from the `mermaid` npm package, fetched with
+Mermaid (the architecture page's diagram; the curriculum graph is drawn at build time, as SVG):
+Material would load it from a CDN unless `mermaid` is already defined, so the page loads this copy
+first. It comes from the `mermaid` npm package, fetched with
 `npm pack` (the package's tarball alone, no dependencies: `dist/mermaid.min.js` is self-contained)
 into the virtual environment the first time a build needs it.
 """

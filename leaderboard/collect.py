@@ -7,14 +7,14 @@ run), so a reader sees that runs exist but no longer count.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from evals.record import IMAGE_MAGIC, Record, RecordError, load_record
-from evals.spec import TIER_NAMES, Published, Spec, Tier, load_spec_file, with_checked_links
-from evals.stats import Summary
-from evals.status import TierStatus, tier_status
+from evals.spec import TIER_NAMES, Published, Spec, Target, Tier, load_spec_file, with_checked_links
+from evals.stats import Summary, TargetResult, summarize
+from evals.status import TierStatus, metric_values, tier_status
 
 STATUS_LABELS = {
     "reproduced": "reproduced",
@@ -87,11 +87,38 @@ class TierView:
 
 @dataclass
 class Headline:
-    """Our number shown beside the paper's headline number on the leaderboard."""
+    """Our number at one of the paper's published numbers: the full tier's arm and metric that the
+    linked target names, over its counted seeds."""
 
-    tier: str
     term: str
     summary: Summary
+
+
+@dataclass
+class Claim:
+    """A tier's first target as the leaderboard states it: its verdict, and the mean over seeds (or,
+    against another arm, the paired per-seed difference) with its 95% bootstrap CI."""
+
+    target: Target
+    result: TargetResult
+    verdict: str                # met | not-met | pending (the tier has not decided: seeds missing, or stale)
+    estimate: Summary | None    # None while no counted seed reports the target's metrics
+    difference: bool            # the estimate is left minus right, per seed
+
+    @property
+    def words(self) -> str:
+        """The claim's first clause, from the target's description; the expression when it has none."""
+        text = (self.target.description or "").strip()
+        return re.split(r": |, | \(|; ", text, maxsplit=1)[0] if text else self.target.expr
+
+
+DECIDED = ("reproduced", "partly-reproduced", "not-reproduced")
+
+
+def _task(config: dict) -> str | None:
+    """The environment or game a config names, without its namespace and version (ALE/Pong-v5: pong)."""
+    name = next((config[k] for k in ("env_id", "env", "game") if isinstance(config.get(k), str)), None)
+    return re.sub(r"^.*/|-v\d+$", "", name).lower() if name else None
 
 
 @dataclass
@@ -111,38 +138,72 @@ class Paper:
     def published(self) -> Published | None:
         return self.spec.published[0] if self.spec.published else None
 
-    def target_for(self, pub: Published):
-        """The full tier's target at a published number's own setting: on the same metric, with the
-        published value as its bound (a full tier's targets are the paper's numbers)."""
+    def target_for(self, pub: Published) -> Target | None:
+        """The full tier's target at a published number's own setting: on the same metric with a
+        constant bound, which is the published value itself, or else the one target whose arm runs
+        the published number's environment or game (a bound set at a stated fraction of it, as SAC's
+        90%)."""
         view = self.tiers["full"]
-        for target in view.tier.targets if view.tier is not None else []:
-            lhs, _, rhs = target.parsed
-            if lhs.metric == pub.metric and rhs.const == pub.value:
-                return target
-        return None
+        if view.tier is None:
+            return None
+        candidates = [t for t in view.tier.targets
+                      if t.parsed[0].metric == pub.metric and t.parsed[2].const is not None]
+        exact = [t for t in candidates if t.parsed[2].const == pub.value]
+        if exact:
+            return exact[0]
+        task = _task(pub.setting)
+        same_task = [t for t in candidates if task and _task(self._arm_config(t.parsed[0].arm)) == task]
+        return same_task[0] if len(same_task) == 1 else None
+
+    def _arm_config(self, arm: str) -> dict:
+        tier = self.tiers["full"].tier
+        return {**tier.config, **(tier.arms[arm].config if arm in tier.arms else {})}
 
     def ours_for(self, pub: Published) -> Headline | None:
+        """The full tier's result at a published number, when counted runs exist there."""
         target = self.target_for(pub)
         if target is None:
             return None
         lhs = target.parsed[0]
         s = self.tiers["full"].status.arms.get(lhs.arm, {}).get(lhs.metric)
-        return Headline("full", str(lhs), s) if s is not None else None
+        return Headline(str(lhs), s) if s is not None else None
 
     @property
-    def headline(self) -> Headline | None:
-        """At the paper's headline setting when we have runs there, else the mini tier's first
-        claim (labelled with its tier on the site, never passed off as the paper's setting)."""
-        pub = self.published
-        ours = self.ours_for(pub) if pub is not None else None
-        if ours is not None:
-            return ours
-        view = self.tiers["mini"]
+    def setting_result(self) -> tuple[Published | None, Headline | None]:
+        """The published number the leaderboard shows, and ours beside it: the first published
+        number with a full-tier result, else the headline number alone. A mini number never
+        stands here: the mini tier runs another task at another scale."""
+        for pub in self.spec.published:
+            ours = self.ours_for(pub)
+            if ours is not None:
+                return pub, ours
+        return self.published, None
+
+    def claim(self, tier: str = "mini") -> Claim | None:
+        view = self.tiers[tier]
         if view.tier is None or not view.tier.targets:
             return None
-        lhs, _, _ = view.tier.targets[0].parsed
-        s = view.status.arms.get(lhs.arm, {}).get(lhs.metric)
-        return Headline("mini", str(lhs), s) if s is not None else None
+        target, result = view.tier.targets[0], view.status.targets[0]
+        verdict = ("met" if result.met else "not-met") if view.display in DECIDED else "pending"
+        lhs, _, rhs = target.parsed
+        return Claim(target, result, verdict, _estimate(target, view.status.records), rhs.const is None)
+
+
+def _estimate(target: Target, records: list[Record]) -> Summary | None:
+    """The left side's mean over the counted seeds, or its paired difference with the right side's
+    arm, with the 95% bootstrap CI: what the target is tested on."""
+    lhs, _, rhs = target.parsed
+    values = metric_values(records)
+    terms = [t for t in (lhs, rhs) if t.const is None]
+    if any((t.metric, t.arm) not in values for t in terms):
+        return None
+    seeds = sorted(set.intersection(*(set(values[(t.metric, t.arm)]) for t in terms)))
+    if not seeds:
+        return None
+    left = [lhs.scale * values[(lhs.metric, lhs.arm)][s] for s in seeds]
+    if rhs.const is not None:
+        return summarize(left)
+    return summarize([a - rhs.scale * values[(rhs.metric, rhs.arm)][s] for a, s in zip(left, seeds)])
 
 
 def load_runs(spec: Spec, tier: str, results: Path) -> list[RunFile]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -99,43 +100,101 @@ class CurvePlot:
     seeds: dict[str, int]
     png: bytes
     kind: str = "curve"  # curve: a learning curve; sweep: a metric against a config field
+    title: str = ""
+    width: int = 0       # pixels, for the page's <img> (it reserves the space before the plot loads)
+    height: int = 0
 
     @property
     def slug(self) -> str:
         return f"{self.curve}-{'-'.join(self.arms)}".replace("/", "_")
 
 
-def plot_curve(curve: str, by_arm: dict[str, list[Record]]) -> CurvePlot:
-    fig = Figure(figsize=(10, 3.4), dpi=100)
-    fig.subplots_adjust(left=0.075, right=0.99, bottom=0.15, top=0.96, wspace=0.2)
-    ax_step, ax_wall = fig.subplots(1, 2)
-    minutes = max(r.curves[curve][-1][1] for recs in by_arm.values() for r in recs) > 300
-    for i, (arm, records) in enumerate(by_arm.items()):
-        color = COLORS[i % len(COLORS)]
-        label = f"{arm} ({len(records)} seed{'s' if len(records) != 1 else ''})"
-        for ax, axis in ((ax_step, 0), (ax_wall, 1)):
-            scale = 60.0 if axis == 1 and minutes else 1.0
-            series = _series(records, curve, axis)
-            if series is None:
-                for j, r in enumerate(records):
-                    pts = np.array(r.curves[curve], dtype=float)
-                    ax.plot(pts[:, axis] / scale, pts[:, 2], color=color, lw=1, label=label if j == 0 else None)
-                continue
-            grid, y = series
-            mean, lo, hi = bootstrap_band(y)
-            ax.plot(grid / scale, mean, color=color, lw=1.8, label=label)
-            if len(records) > 1:
-                ax.fill_between(grid / scale, lo, hi, color=color, alpha=0.18, lw=0)
-    ax_step.set_xlabel("training step")
-    ax_wall.set_xlabel(f"wall-clock ({'min' if minutes else 's'})")
-    for ax in (ax_step, ax_wall):
-        ax.xaxis.set_major_locator(MaxNLocator(6))
-        ax.yaxis.set_major_locator(MaxNLocator(6))
-        ax.set_ylabel(curve)
-        ax.grid(alpha=0.3)
-        ax.spines[["top", "right"]].set_visible(False)
-    ax_step.legend(frameon=False, fontsize=9)
-    return CurvePlot(curve, list(by_arm), {a: len(r) for a, r in by_arm.items()}, _png(fig))
+# Sizes for a plot shown at the page's width (about 900 px on a desktop): readable without zooming.
+STYLE = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 11,
+         "ytick.labelsize": 11, "legend.fontsize": 11}
+DPI = 100
+TASK_KEYS = ("env_id", "env", "game", "dataset", "corpus")
+
+
+def task_name(records: list[Record]) -> str | None:
+    """The environments, games, datasets or corpora the runs trained on, as their records name them
+    (in the config, else in an evaluation's protocol)."""
+    names = []
+    for r in records:
+        sources = [r.config, *(e.protocol for e in r.evaluations)]
+        names += [str(src[k]).split(" ")[0] for src in sources for k in TASK_KEYS if isinstance(src.get(k), str)][:1]
+    return ", ".join(dict.fromkeys(names)) or None
+
+
+def plot_title(name: str, records: list[Record]) -> str:
+    task = task_name(records)
+    return f"{name} on {task}" if task else name
+
+
+def target_lines(tier: Tier, metrics: list[str], arms: list[str]) -> list[tuple[float, str]]:
+    """The constant bounds of the tier's targets on these arms and metrics, as (y, label): drawn as
+    dashed lines. A training curve `train_<metric>` gets the bound on the evaluated `<metric>`,
+    labelled with the target's expression so the two are not confused."""
+    lines = []
+    for t in tier.targets:
+        lhs, op, rhs = t.parsed
+        if rhs.const is not None and lhs.arm in arms and lhs.metric in metrics:
+            lines.append((rhs.const / lhs.scale, f"target {t.expr}"))
+    return list(dict.fromkeys(lines))
+
+
+def _draw_targets(ax, lines: list[tuple[float, str]]) -> None:
+    for y, label in lines:
+        ax.axhline(y, color="#555", ls="--", lw=1.2, label=label)
+
+
+def _metrics_of(curve: str) -> list[str]:
+    return [curve, curve.removeprefix("train_")]
+
+
+def plot_curve(curve: str, by_arm: dict[str, list[Record]], lines: list[tuple[float, str]] = ()) -> CurvePlot:
+    with rc_context(STYLE):
+        fig = Figure(figsize=(10, 3.9), dpi=DPI)
+        fig.subplots_adjust(left=0.08, right=0.99, bottom=0.16, top=0.88, wspace=0.22)
+        ax_step, ax_wall = fig.subplots(1, 2)
+        minutes = max(r.curves[curve][-1][1] for recs in by_arm.values() for r in recs) > 300
+        for i, (arm, records) in enumerate(by_arm.items()):
+            color = COLORS[i % len(COLORS)]
+            label = f"{arm} ({len(records)} seed{'s' if len(records) != 1 else ''})"
+            for ax, axis in ((ax_step, 0), (ax_wall, 1)):
+                _draw_arm(ax, curve, records, axis, 60.0 if axis == 1 and minutes else 1.0, color, label)
+        for ax in (ax_step, ax_wall):
+            _draw_targets(ax, lines)
+        ax_step.set_xlabel("training step")
+        ax_wall.set_xlabel(f"wall-clock ({'min' if minutes else 's'})")
+        for ax in (ax_step, ax_wall):
+            ax.xaxis.set_major_locator(MaxNLocator(6))
+            ax.yaxis.set_major_locator(MaxNLocator(6))
+            ax.set_ylabel(curve)
+            ax.grid(alpha=0.3)
+            ax.spines[["top", "right"]].set_visible(False)
+        title = plot_title(curve, [r for recs in by_arm.values() for r in recs])
+        fig.suptitle(title, fontsize=STYLE["axes.titlesize"])
+        ax_step.legend(frameon=False)
+        return CurvePlot(curve, list(by_arm), {a: len(r) for a, r in by_arm.items()}, _png(fig), title=title,
+                         width=int(10 * DPI), height=int(3.9 * DPI))
+
+
+def _draw_arm(ax, curve: str, records: list[Record], axis: int, scale: float, color: str, label: str) -> None:
+    """One arm's mean over seeds with its band; each seed's own line where the seeds share no span,
+    with markers where a seed logged a single point (a line of one point draws nothing)."""
+    series = _series(records, curve, axis)
+    if series is None:
+        for j, r in enumerate(records):
+            pts = np.array(r.curves[curve], dtype=float)
+            ax.plot(pts[:, axis] / scale, pts[:, 2], color=color, lw=1, marker="o" if len(pts) == 1 else None,
+                    label=label if j == 0 else None)
+        return
+    grid, y = series
+    mean, lo, hi = bootstrap_band(y)
+    ax.plot(grid / scale, mean, color=color, lw=1.8, label=label)
+    if len(records) > 1:
+        ax.fill_between(grid / scale, lo, hi, color=color, alpha=0.18, lw=0)
 
 
 def _png(fig: Figure) -> bytes:
@@ -155,9 +214,18 @@ def sweep_points(sweep: Sweep, arms: list[str], metric: str, records: list[Recor
     return points
 
 
-def plot_sweep(sweep: Sweep, records: list[Record]) -> CurvePlot | None:
-    fig = Figure(figsize=(6.4, 3.6), dpi=100)
-    fig.subplots_adjust(left=0.13, right=0.98, bottom=0.15, top=0.9 if sweep.title else 0.96)
+def series_arms(sweep: Sweep) -> list[str]:
+    return [a for arms in sweep.series.values() for a in arms]
+
+
+def plot_sweep(sweep: Sweep, records: list[Record], lines: list[tuple[float, str]] = ()) -> CurvePlot | None:
+    with rc_context(STYLE):
+        return _plot_sweep(sweep, records, lines)
+
+
+def _plot_sweep(sweep: Sweep, records: list[Record], lines: list[tuple[float, str]]) -> CurvePlot | None:
+    fig = Figure(figsize=(8, 4.4), dpi=DPI)
+    fig.subplots_adjust(left=0.12, right=0.98, bottom=0.14, top=0.9)
     ax = fig.subplots()
     seeds: dict[str, int] = {}
     i = 0
@@ -175,28 +243,32 @@ def plot_sweep(sweep: Sweep, records: list[Record]) -> CurvePlot | None:
             i += 1
     if not seeds:
         return None
+    _draw_targets(ax, lines)
     if sweep.log_x:
         ax.set_xscale("log")
     ax.set_xlabel(sweep.x)
     ax.set_ylabel(", ".join(sweep.metrics))
-    if sweep.title:
-        ax.set_title(sweep.title, fontsize=10)
+    title = plot_title(sweep.title or f"{', '.join(sweep.metrics)} against {sweep.x}",
+                       [r for r in records if r.arm in seeds])
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=9)
-    return CurvePlot(f"sweep_{sweep.x}", [a for arms in sweep.series.values() for a in arms], seeds, _png(fig), "sweep")
+    ax.legend(frameon=False)
+    return CurvePlot(f"sweep_{sweep.x}", series_arms(sweep), seeds, _png(fig), "sweep",
+                     title, int(8 * DPI), int(4.4 * DPI))
 
 
 def tier_plots(tier: Tier, records: list[Record]) -> list[CurvePlot]:
     """The tier's sweeps, then one figure per arm group and curve, from the runs that count (ok,
     one per seed)."""
     ok = [r for r in records if r.status == "ok" and r.curves]
-    plots = [p for p in (plot_sweep(s, [r for r in records if r.status == "ok"]) for s in tier.sweeps) if p]
+    plots = [p for p in (plot_sweep(s, [r for r in records if r.status == "ok"],
+                                    target_lines(tier, s.metrics, series_arms(s))) for s in tier.sweeps) if p]
     for group in arm_groups(tier):
         names = [c for r in ok if r.arm in group for c in r.curves]
         for curve in dict.fromkeys(names):  # first-seen order: the order the runs logged them
             by_arm = {arm: [r for r in ok if r.arm == arm and len(r.curves.get(curve, ())) > 0] for arm in group}
             by_arm = {a: rs for a, rs in by_arm.items() if rs}
             if by_arm:
-                plots.append(plot_curve(curve, by_arm))
+                plots.append(plot_curve(curve, by_arm, target_lines(tier, _metrics_of(curve), list(by_arm))))
     return plots

@@ -77,7 +77,7 @@ def write_paper(write: Writer, paper: Paper, plots: dict[str, list[CurvePlot]], 
 
 def static_files(results: Path) -> dict[str, Path]:
     """Site path -> file: every record at its path under results/, the images a run saved beside
-    its record (`<tier>/<run id>/`), and the site's copy of Mermaid."""
+    its record (`<tier>/<run id>/`), and the site's copy of Mermaid (for the architecture page)."""
     out = {"javascripts/mermaid.min.js": assets.mermaid_js()}
     for record in sorted(results.glob("*/*/*.json")):
         out[f"results/{record.relative_to(results).as_posix()}"] = record

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from evals.record import Record
 from evals.spec import AREAS, TIER_NAMES, Spec
 from leaderboard import tables
 from leaderboard.collect import STATUS_LABELS, Paper, RunFile, TierView
@@ -20,6 +22,20 @@ from leaderboard.links import repository_links
 from leaderboard.tables import AREA_TITLES
 
 README_SECTION = "Implementation details that differ from the paper"
+GLOSSARY = (
+    "A **tier** is a scale at which the paper is run: *smoke* only checks, in seconds, that the code runs "
+    "end to end and claims nothing; *mini* tests the paper's claim on a task two CPU cores train in minutes; "
+    "*full* is the paper's own setting, for a GPU. An **arm** is one variant run with the same seeds and budget "
+    "as the others: our implementation, a library's, an ablation, or the method on another task. A **target** "
+    "is a claim written as a condition on the arms' metrics, fixed before any run.")
+EVIDENCE_NOTE = (
+    "Evidence: a <i>mean</i> is over the counted seeds; a <i>difference</i> is the target's left side minus its "
+    "right side, seed by seed (negative: the left side is lower). Under the bootstrap test a target is met when "
+    "the whole 95% interval lies on the side the condition asks for.")
+RECORDS_NOTE = (
+    "<i>code</i>: the revision of the repository a run was made at; <i>(dirty)</i>: the working tree had "
+    "uncommitted changes then, so the revision alone does not name the code that ran (the record's source hash "
+    "does, for the paper's files). <i>recertified at</i>: a later revision whose code re-executed the run bit for bit.")
 TIER_ORDER = ("mini", "full", "smoke")  # the tier the site reports for every paper first
 ADMONITION = {"reproduced": "success", "partly-reproduced": "warning", "not-reproduced": "failure",
               "implemented": "info", "stale": "warning", "not-implemented": "abstract"}
@@ -48,22 +64,110 @@ def indent(text: str, n: int = 4) -> str:
 
 
 # -- the leaderboard ----------------------------------------------------------------------------
-def _cell(value, sort=None, html: str | None = None) -> str:
-    attr = f' data-sort="{escape(str(sort))}"' if sort is not None else ""
-    return f"<td{attr}>{html if html is not None else escape(str(value))}</td>"
+VERDICT_MARKS = {"met": '<span class="rp-pass" title="target met">✓</span>',
+                 "not-met": '<span class="rp-fail" title="target not met">✗</span>',
+                 "pending": '<span class="rp-pending" title="not decided: seeds missing, or the records are stale">…</span>'}
+
+
+@dataclass(frozen=True)
+class Column:
+    head: str
+    kind: str | None   # how the column sorts: text, number, or None (not sortable: its values mix units)
+    label: str         # what a phone shows before the cell, where the table becomes one card per paper
+    group: str | None = None
+
+
+HOME_COLUMNS = (
+    Column("Paper", "text", ""),
+    Column("Verdict", "number", "mini tier", "claim"),
+    Column("Claim", "text", "claim", "claim"),
+    Column("Targets met", "number", "targets met", "claim"),
+    Column("Published", "text", "paper's setting", "setting"),
+    Column("Ours (full tier)", None, "ours, full tier", "setting"),
+    Column("Gap", "number", "gap", "setting"),
+    Column("Newest run", "text", "newest run"),
+)
+COLUMN = {c.head: c for c in HOME_COLUMNS}
+GROUPS = {"claim": ("Claim at CPU scale (mini tier)", "the paper's claim tested on a task a 2-core CPU "
+                    "trains in minutes: its verdict, our estimate and its 95% CI"),
+          "setting": ("The paper's setting", "the paper's number in its own setting, and ours there from "
+                      "the full tier: empty until a full-tier run counts")}
+
+
+def _cell(column: Column, html: str, sort=None, empty: bool = False) -> str:
+    attrs = f' data-label="{escape(column.label)}"' if column.label else ""
+    if sort is not None:
+        attrs += f' data-sort="{escape(str(sort))}"'
+    if empty:
+        attrs += ' class="rp-empty"'
+    return f"<td{attrs}>{html}</td>"
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and pd.isna(value))
+
+
+def _home_head() -> list[str]:
+    """Two header rows: the groups, then the columns; a sortable column names its index."""
+    top, bottom, group = [], [], None
+    for i, c in enumerate(HOME_COLUMNS):
+        sort = f' data-kind="{c.kind}" data-col="{i}" title="Sort by {escape(c.head)}"' if c.kind else ""
+        if c.group is None:
+            top.append(f'<th rowspan="2"{sort}>{c.head}</th>')
+        elif c.group != group:
+            title, why = GROUPS[c.group]
+            span = sum(1 for x in HOME_COLUMNS if x.group == c.group)
+            top.append(f'<th colspan="{span}" class="rp-group" title="{escape(why)}">{title}</th>')
+        if c.group is not None:
+            bottom.append(f"<th{sort}>{c.head}</th>")
+        group = c.group
+    return ["<thead>", "<tr>" + "".join(top) + "</tr>", "<tr>" + "".join(bottom) + "</tr>", "</thead>"]
+
+
+def _home_row(row) -> str:
+    c = COLUMN
+    paper = (f'<a class="rp-paper" href="papers/{row.id}/">{escape(row.title)}</a>'
+             f'<br><span class="rp-sub"><code>{escape(row.id)}</code> · {row.year}</span>')
+    verdict = f'<a href="papers/{row.id}/#mini">{badge(row.mini)}</a>' if row.mini != "not-implemented" else badge(row.mini)
+    cells = [_cell(c["Paper"], paper, row.title), _cell(c["Verdict"], verdict, row.mini_rank)]
+    if _present(row.claim):
+        numbers = (f'<span class="rp-num">{escape(row.claim_estimate)}</span> ' if _present(row.claim_estimate) else "")
+        claim = (f'{escape(row.claim)}<br><span class="rp-sub"><code>{escape(row.claim_expr)}</code></span><br>'
+                 f'{numbers}{VERDICT_MARKS[row.claim_verdict]}')
+        cells.append(_cell(c["Claim"], claim, row.claim))
+        met = "–" if not _present(row.targets_met) else int(row.targets_met)
+        cells.append(_cell(c["Targets met"], f"{met} / {row.targets_total}",
+                           row.targets_met / row.targets_total if _present(row.targets_met) else None))
+    else:
+        cells += [_cell(c["Claim"], "", empty=True), _cell(c["Targets met"], "", empty=True)]
+    cells.append(_cell(c["Published"], f'{escape(row.published)}<br><span class="rp-sub">{escape(row.published_where)}</span>',
+                       row.published_metric) if _present(row.published) else _cell(c["Published"], "", empty=True))
+    if _present(row.ours):
+        cells.append(_cell(c["Ours (full tier)"], f'<span class="rp-num">{escape(row.ours)}</span><br>'
+                           f'<span class="rp-sub">{escape(row.ours_term)}, {int(row.seeds)} seeds</span>'))
+        better = "rp-pass" if row.gap_better else "rp-fail"
+        rel = row.gap_relative if _present(row.gap_relative) else None
+        cells.append(_cell(c["Gap"], f'<span class="{better}">{escape(tables.fmt_gap(row.gap, rel))}</span>', rel))
+    else:
+        cells += [_cell(c["Ours (full tier)"], "", empty=True), _cell(c["Gap"], "", empty=True)]
+    newest = row.newest if _present(row.newest) else ""
+    cells.append(_cell(c["Newest run"], newest or "—", newest, empty=not newest))
+    statuses = " ".join(sorted({getattr(row, t) for t in TIER_NAMES}))
+    text = " ".join(str(x) for x in (row.id, row.title, row.year, row.area_title, row.published, row.claim,
+                                     row.claim_expr) if _present(x))
+    return (f'<tr data-paper="{escape(row.id)}" data-statuses="{statuses}" data-text="{escape(text.lower())}">'
+            + "".join(cells) + "</tr>")
 
 
 def home(papers: list[Paper]) -> str:
     df = tables.leaderboard(papers)
     mini, full = df["mini"], df["full"]
-    head = ["Paper", "smoke", "mini", "full", "Published", "Ours", "Seeds", "Newest run"]
-    kinds = ["text", "number", "number", "number", "number", "number", "number", "text"]
     lines = [
         "---", "title: Leaderboard", "hide: [navigation, toc]", "---", "",
         "# Landmark ML papers, reproduced and checked", "",
-        f"{len(df)} papers in {df['area'].nunique()} areas. Mini tier (minutes on a CPU, offline): "
-        f"{(mini != 'not-implemented').sum()} implemented, {(mini == 'reproduced').sum()} reproduced. "
-        f"Full tier (the paper's own setting): {(full == 'reproduced').sum()} reproduced. "
+        f"{len(df)} papers in {df['area'].nunique()} areas. Mini tier (the paper's claim at CPU scale, minutes "
+        f"per run, offline): {(mini != 'not-implemented').sum()} implemented, {(mini == 'reproduced').sum()} "
+        f"reproduced. Full tier (the paper's own setting): {(full == 'reproduced').sum()} reproduced. "
         "Every status below is derived from the committed run records and the targets fixed in each "
         "paper's spec, never typed: see [Methodology](methodology.md).", "",
         '<div class="rp-controls">',
@@ -74,39 +178,23 @@ def home(papers: list[Paper]) -> str:
         + "".join(f'<option value="{s}">{label}</option>' for s, label in STATUS_LABELS.items()) + "</select>",
         '<span id="rp-count" aria-live="polite"></span>',
         "</div>",
-        '<div class="rp-scroll">', '<table id="leaderboard">',
-        "<thead><tr>" + "".join(f'<th data-kind="{k}" title="Sort by {h}">{h}</th>' for h, k in zip(head, kinds))
-        + "</tr></thead>",
+        '<div class="rp-scroll">', '<table id="leaderboard">', *_home_head(),
     ]
     for area, group in df.groupby("area_order", sort=True):
         a = AREAS[area]
         lines.append(f'<tbody data-area="{a}">')
-        lines.append(f'<tr class="rp-area"><th colspan="{len(head)}"><a href="areas/{a}/">{AREA_TITLES[a]}</a></th></tr>')
-        for row in group.itertuples():
-            statuses = " ".join(sorted({getattr(row, t) for t in TIER_NAMES}))
-            text = " ".join(str(x) for x in (row.id, row.title, row.year, row.area_title, row.published, row.ours_label)
-                            if not pd.isna(x))
-            cells = [_cell(row.title, row.title, f'<a class="rp-paper" href="papers/{row.id}/">{escape(row.title)}</a>'
-                           f'<br><span class="rp-sub"><code>{row.id}</code> · {row.year}</span>')]
-            cells += [_cell(None, getattr(row, f"{t}_rank"), badge(getattr(row, t))) for t in TIER_NAMES]
-            cells.append(_cell(None, "" if pd.isna(row.published) else row.published_value,
-                               '<span class="rp-none">none recorded</span>' if pd.isna(row.published) else
-                               f'{escape(row.published)}<br><span class="rp-sub">{escape(row.published_where)}</span>'))
-            cells.append(_cell(None, "" if pd.isna(row.ours) else row.ours_value,
-                               '<span class="rp-none">no result</span>' if pd.isna(row.ours) else
-                               f'<span class="rp-num">{escape(row.ours)}</span><br><span class="rp-sub">{escape(row.ours_label)}</span>'))
-            cells.append(_cell(row.seeds or "—", row.seeds))
-            newest = "" if pd.isna(row.newest) else row.newest
-            cells.append(_cell(newest or "—", newest))
-            lines.append(f'<tr data-paper="{row.id}" data-statuses="{statuses}" data-text="{escape(text.lower())}">'
-                         + "".join(cells) + "</tr>")
+        lines.append(f'<tr class="rp-area"><th colspan="{len(HOME_COLUMNS)}"><a href="areas/{a}/">{AREA_TITLES[a]}</a></th></tr>')
+        lines += [_home_row(row) for row in group.itertuples()]
         lines.append("</tbody>")
     lines += ["</table>", "</div>", "",
-              '<p class="rp-legend">Click a column to sort (within each area). <b>Published</b>: the paper\'s headline '
-              "number and where it stands. <b>Ours</b>: the mean over seeds "
-              "and its 95% bootstrap confidence interval, at the paper's setting (<i>full</i>) when we have runs "
-              "there, else the mini tier's first claim. <b>stale</b>: runs exist, but the code or spec changed "
-              "since every one of them.</p>", ""]
+              '<p class="rp-legend">Click a column to sort (within each area). <b>Claim at CPU scale</b>: the mini '
+              "tier's first target, a claim of the paper tested on a small task, with the verdict of the tier "
+              "(its badge links to the tier on the paper's page), our estimate over seeds with its 95% bootstrap "
+              "confidence interval (a <i>difference</i> is the left side minus the right, seed by seed) and whether "
+              "the target is met (✓), not met (✗) or not decided yet (…). <b>The paper's setting</b>: the paper's "
+              "headline number and where it stands, and ours at that setting from the full tier; the two groups "
+              "are never mixed, so no mini number stands beside a published one. <b>stale</b>: runs exist, but "
+              "the code or spec changed since every one of them.</p>", ""]
     return "\n".join(lines)
 
 
@@ -125,25 +213,30 @@ def paper_page(paper: Paper, plots: dict[str, list[CurvePlot]], readme: str | No
     out = [f"# {s.title}", "", " · ".join(meta), "{ .rp-meta }", "",
            " ".join(f"**{t}** {badge(paper.tiers[t].display)}" for t in TIER_NAMES), "{ .rp-badges }", ""]
 
-    out += ["## What the paper claims", "", (s.summary or "*No summary in the spec yet.*").strip(), ""]
+    out += ["## What the paper claims", "", tables.prose(s.summary or "*No summary in the spec yet.*").strip(), ""]
     out += ["## What we reproduce", ""]
     if not s.tiers:
         out += ["Not implemented yet: the spec has no tiers.", ""]
+    else:
+        out += [GLOSSARY, ""]
     for name in [t for t in TIER_ORDER if t in s.tiers]:
         tier = s.tiers[name]
-        claims = [f"`{t.expr}`" + (f": {t.description}" if t.description else "") for t in tier.targets]
+        claims = [tables.code(t.expr) + (f": {tables.prose(t.description)}" if t.description else "") for t in tier.targets]
         out.append(f"- **[{name} tier](#{name})**: {len(tier.seeds)} seeds ({', '.join(map(str, tier.seeds))}), "
-                   f"arms {', '.join(f'`{a}`' for a in tier.arms)}.")
+                   f"arms {', '.join(tables.code(a) for a in tier.arms)}.")
         out += [f"    - {c}" for c in claims] or ["    - no targets: the runs are reported, nothing is claimed."]
     out.append("")
 
     out += ["## Published numbers", ""]
     if not s.published:
         out += ["*None recorded in the spec yet.*", ""]
+    elif any(paper.target_for(pub) for pub in s.published):
+        out += ["Each number with the full tier's target at its setting, where the spec sets one (a link to "
+                "the [full tier](#full)); ours stands beside it once a full-tier run counts.", ""]
     for metric, pubs in tables.by_metric(paper).items():
         common = tables.common_setting(pubs)
-        shared = ("; " + "; ".join(f"{k}: {v}" for k, v in common.items())) if common else ""
-        out += [f"**`{metric}`**{shared}.", "", '<div class="rp-published" markdown>', "",
+        shared = tables.prose(("; " + "; ".join(f"{k}: {v}" for k, v in common.items())) if common else "")
+        out += [f"**{tables.code(metric)}**{shared}.", "", '<div class="rp-published" markdown>', "",
                 tables.markdown(tables.published(paper, pubs)), "", "</div>", ""]
     if s.references:
         out += ["Other reproductions' numbers (anchors, not the paper's):", "", tables.markdown(tables.references(paper)), ""]
@@ -153,9 +246,10 @@ def paper_page(paper: Paper, plots: dict[str, list[CurvePlot]], readme: str | No
         if view.tier is not None:
             out += tier_section(paper, view, plots.get(name, []))
 
-    out += [f"## {README_SECTION}", ""]
-    out.append(readme.strip() if readme else f"*The paper's folder has no README section “{README_SECTION}” yet.*")
-    out.append("")
+    if s.tiers:  # a paper without code has no implementation to differ
+        out += [f"## {README_SECTION}", ""]
+        out.append(readme.strip() if readme else f"*The paper's folder has no README section “{README_SECTION}” yet.*")
+        out.append("")
     return "\n".join(out)
 
 
@@ -180,23 +274,25 @@ def tier_section(paper: Paper, view: TierView, plots: list[CurvePlot]) -> list[s
         notes.append("No runs yet.")
     out += [indent(" ".join(notes)), ""]
 
-    arms = pd.DataFrame([{"arm": f"`{a}`", "implementation": f"`{arm.module or paper.spec.module}`",
-                          "config overrides": f"`{json.dumps(arm.config)}`" if arm.config else "",
-                          "description": arm.description or ""} for a, arm in tier.arms.items()])
+    arms = pd.DataFrame([{"arm": tables.code(a), "implementation": tables.code(arm.module or paper.spec.module),
+                          "config overrides": tables.code(json.dumps(arm.config)) if arm.config else "",
+                          "description": tables.prose(arm.description or "")} for a, arm in tier.arms.items()])
     config = yaml.safe_dump(tier.config, sort_keys=False).strip() if tier.config else "{}"
     out += ['??? note "Config and arms"', "", indent("```yaml\n" + config + "\n```"), "",
             indent(tables.markdown(arms)), ""]
 
     out += ["### Targets", "", tables.markdown(tables.targets(view), "*No targets: the runs are reported, nothing is claimed.*"), ""]
+    if any(t.test == "bootstrap" for t in tier.targets):
+        out += [f'<p class="rp-legend">{EVIDENCE_NOTE}</p>', ""]
     if view.runs:
         out += results_sections(paper, view, plots)
     out += ["### Caveats", ""]
     for d in tier.deviations:
-        out += ['!!! warning "Differs from the paper"', "", indent(d), ""]
-    for (evaluator, version, protocol), arms_ in _protocols(view).items():
-        lines = "\n".join(f"- **{k}**: {v}" for k, v in json.loads(protocol).items()) or "- (no protocol recorded)"
-        out += [f'!!! info "Evaluation protocol: {evaluator} v{version} ({", ".join(arms_)})"', "", indent(lines), ""]
-    if not tier.deviations and not _protocols(view):
+        out += ['!!! warning "Differs from the paper"', "", indent(tables.prose(d)), ""]
+    protocols = _protocols(view)
+    for (evaluator, version, protocol), runs in protocols.items():
+        out += [protocol_box(evaluator, version, json.loads(protocol), runs), ""]
+    if not tier.deviations and not protocols:
         out += ["*No recorded protocol differences yet.*", ""]
 
     out += ["### Reproduce", "", "```bash", reproduce_command(paper.spec.id, view.name), "```", ""]
@@ -205,7 +301,7 @@ def tier_section(paper: Paper, view: TierView, plots: list[CurvePlot]) -> list[s
         df = tables.records(view, lambda r: f"../../{record_url(r)}")
         out += ["### Run records", "",
                 f'<details class="abstract" data-search-exclude><summary>{len(df)} record(s): each links to its JSON'
-                f"</summary>{tables.html(df)}</details>", ""]
+                f'</summary>{tables.html(df)}<p class="rp-legend">{RECORDS_NOTE}</p></details>', ""]
     return out
 
 
@@ -232,10 +328,8 @@ def results_sections(paper: Paper, view: TierView, plots: list[CurvePlot]) -> li
             out += ["*No run of this tier has saved sample images yet* (a run saves them beside its record, in "
                     f"`results/{paper.spec.id}/{view.name}/<run id>/`).", ""]
         else:
-            out.append('<div class="rp-samples" markdown>')
-            for r, img in samples:
-                rel = f"../../results/{paper.spec.id}/{view.name}/{r.record.run_id}/{img.name}"
-                out.append(f"![{r.record.arm}, seed {r.record.seed}: {img.stem}]({rel})")
+            out.append('<div class="rp-samples">')
+            out += [sample_figure(paper.spec.id, view.name, r, img) for r, img in samples]
             out += ["</div>", ""]
 
     out += ["### Cost", "", tables.markdown(tables.cost(view), "*No counted runs yet.*"), ""]
@@ -243,22 +337,67 @@ def results_sections(paper: Paper, view: TierView, plots: list[CurvePlot]) -> li
 
 
 def _figures(tier: str, plots: list[CurvePlot]) -> list[str]:
+    """Each plot loaded when scrolled to, and a link to itself at full size (click to enlarge)."""
     out = []
     for p in plots:
-        alt = f"{p.curve}: " + ", ".join(f"{a} ({n} seeds)" for a, n in p.seeds.items())
-        out += [f"![{alt}]({tier}-{p.slug}.png){{ .rp-curve }}", ""]
+        alt = f"{p.title}: " + ", ".join(f"{a} ({n} seeds)" for a, n in p.seeds.items())
+        src = f"{tier}-{p.slug}.png"
+        out += [f'<p><a class="rp-enlarge" href="{escape(src)}" title="Open at full size"><img class="rp-curve" '
+                f'src="{escape(src)}" alt="{escape(alt)}" width="{p.width}" height="{p.height}" loading="lazy"></a></p>', ""]
     return out
 
 
-def _protocols(view: TierView) -> dict[tuple[str, int, str], list[str]]:
-    """Each distinct recorded (evaluator, version, protocol), with the arms that used it."""
-    out: dict[tuple[str, int, str], list[str]] = {}
+def sample_figure(paper: str, tier: str, run: RunFile, img: Path) -> str:
+    """A run's sample image with a caption saying whose it is."""
+    r = run.record
+    src = escape(f"../../results/{paper}/{tier}/{r.run_id}/{img.name}")
+    caption = f"{r.arm}, seed {r.seed}: {img.stem.replace('_', ' ')}"
+    return (f'<figure class="rp-sample"><a href="{src}" title="Open at full size"><img src="{src}" '
+            f'alt="{escape(caption)}" loading="lazy"></a><figcaption>{escape(caption)}</figcaption></figure>')
+
+
+PROTOCOL_EXAMPLES = 3   # items of a long list value shown on the page; the rest stay in the record
+PROTOCOL_CHARS = 300    # a value longer than this, as JSON, is long
+
+
+def _is_long(value) -> bool:
+    return (isinstance(value, list) and len(value) > PROTOCOL_EXAMPLES) or len(json.dumps(value)) > PROTOCOL_CHARS
+
+
+def _size(value) -> str:
+    return f"{len(value)} items" if isinstance(value, (list, dict)) else f"{len(str(value)):,} characters"
+
+
+def _protocols(view: TierView) -> dict[tuple[str, int, str], list[Record]]:
+    """Each distinct recorded (evaluator, version, protocol), with the counted runs that used it. A
+    long value (the sentences a run translated) is compared by its size only, so runs that differ
+    only in what they produced share one box."""
+    out: dict[tuple[str, int, str], list[Record]] = {}
     for r in view.status.records:
         for e in r.evaluations:
-            key = (e.evaluator, e.version, json.dumps(e.protocol, sort_keys=True))
-            if r.arm not in out.setdefault(key, []):
-                out[key].append(r.arm)
+            shape = {k: {"long": _size(v)} if _is_long(v) else v for k, v in e.protocol.items()}
+            out.setdefault((e.evaluator, e.version, json.dumps(shape, sort_keys=True)), []).append(r)
     return out
+
+
+def _protocol_value(key: str, value, runs: list[Record], evaluator: str) -> str:
+    """A protocol value as HTML: as recorded, or, when long, a few examples from the first run and
+    where the rest lies."""
+    if not (isinstance(value, dict) and set(value) == {"long"}):
+        return escape(str(value))
+    first = next(e.protocol[key] for e in runs[0].evaluations if e.evaluator == evaluator)
+    examples = (" · ".join(escape(str(x)) for x in first[:PROTOCOL_EXAMPLES]) if isinstance(first, list)
+                else escape(str(first)[:PROTOCOL_CHARS]) + "…")
+    return (f"{escape(value['long'])} per run, in each run's record; from {escape(runs[0].run_id)}: "
+            f"<i>{examples}</i>")
+
+
+def protocol_box(evaluator: str, version: int, protocol: dict, runs: list[Record]) -> str:
+    """The evaluation protocol the runs recorded, as an info box left out of the search index."""
+    arms = ", ".join(dict.fromkeys(r.arm for r in runs))
+    items = "".join(f"<li><b>{escape(k)}</b>: {_protocol_value(k, v, runs, evaluator)}</li>" for k, v in protocol.items())
+    return (f'<div class="admonition info" data-search-exclude><p class="admonition-title">Evaluation protocol: '
+            f'{escape(evaluator)} v{version} ({escape(arms)})</p><ul>{items or "<li>(no protocol recorded)</li>"}</ul></div>')
 
 
 def readme_section(path: Path, base: str, repository_url: str = "") -> str | None:
@@ -303,17 +442,71 @@ def area_page(area: str, papers: list[Paper]) -> str:
     return "\n".join(out)
 
 
+STATUS_FILL = {"reproduced": "#c8e6c9", "partly-reproduced": "#ffe0b2", "not-reproduced": "#ffcdd2",
+               "implemented": "#bbdefb", "stale": "#e1bee7", "not-implemented": "#eeeeee"}
+NODE_W, NODE_H, COL_GAP, ROW_GAP, LANE_PAD, LABEL_W, HEADER_H = 116, 38, 34, 8, 10, 170, 26
+
+
+def _curriculum_layout(papers: list[Paper]) -> tuple[dict[str, tuple[int, int]], list[tuple[str, int, int]], int, int]:
+    """Node positions, a column per year and a lane per area; the lanes as (area, top, height); the
+    drawing's width and height."""
+    years = sorted({p.spec.year for p in papers})
+    x_of = {year: LABEL_W + i * (NODE_W + COL_GAP) for i, year in enumerate(years)}
+    where, lanes, top = {}, [], HEADER_H
+    for area in AREAS:
+        stacks: dict[int, int] = {}
+        for p in in_area(papers, area):
+            k = stacks.get(p.spec.year, 0)
+            stacks[p.spec.year] = k + 1
+            where[p.spec.id] = (x_of[p.spec.year], top + LANE_PAD + k * (NODE_H + ROW_GAP))
+        height = 2 * LANE_PAD + max(stacks.values(), default=1) * (NODE_H + ROW_GAP) - ROW_GAP
+        lanes.append((area, top, height))
+        top += height
+    return where, lanes, LABEL_W + len(years) * (NODE_W + COL_GAP), top
+
+
+def _edge(a: tuple[int, int], b: tuple[int, int]) -> str:
+    """A curve from the earlier paper's box to the later one's: side to side across years, bottom to
+    top within one year."""
+    (x1, y1), (x2, y2) = a, b
+    if x2 > x1:
+        x1, y1, y2 = x1 + NODE_W, y1 + NODE_H // 2, y2 + NODE_H // 2
+        return f"M{x1},{y1} C{x1 + COL_GAP},{y1} {x2 - COL_GAP},{y2} {x2},{y2}"
+    x1, x2 = x1 + NODE_W // 2, x2 + NODE_W // 2
+    return f"M{x1},{y1 + NODE_H} C{x1 + 40},{y1 + NODE_H + 30} {x2 + 40},{y2 - 30} {x2},{y2}"
+
+
+def curriculum_svg(papers: list[Paper]) -> str:
+    """The curriculum graph drawn at build time, as an inline SVG: no script, every paper a link."""
+    where, lanes, width, height = _curriculum_layout(papers)
+    years = sorted({p.spec.year for p in papers})
+    out = [f'<svg class="rp-curriculum" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           'role="img" aria-label="Curriculum: which paper builds on which" xmlns="http://www.w3.org/2000/svg">',
+           '<defs><marker id="rp-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+           'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#777"/></marker></defs>']
+    for i, year in enumerate(years):
+        x = LABEL_W + i * (NODE_W + COL_GAP) + NODE_W // 2
+        out.append(f'<text class="rp-year" x="{x}" y="17" text-anchor="middle">{year}</text>')
+    for area, top, h in lanes:
+        out.append(f'<rect class="rp-lane" x="0" y="{top}" width="{width}" height="{h}"/>')
+        out.append(f'<text class="rp-lane-label" x="8" y="{top + h // 2 + 5}">{AREA_TITLES[area]}</text>')
+    for p in papers:
+        for b in p.spec.builds_on:
+            out.append(f'<path class="rp-edge" data-from="{escape(b)}" data-to="{escape(p.spec.id)}" '
+                       f'd="{_edge(where[b], where[p.spec.id])}" marker-end="url(#rp-arrow)"/>')
+    for p in papers:
+        x, y = where[p.spec.id]
+        status = p.tiers["mini"].display
+        out.append(f'<a href="../papers/{escape(p.spec.id)}/"><title>{escape(p.spec.title)} ({p.spec.year}): mini tier '
+                   f'{STATUS_LABELS[status]}</title><rect class="rp-node" x="{x}" y="{y}" width="{NODE_W}" '
+                   f'height="{NODE_H}" rx="6" fill="{STATUS_FILL[status]}"/><text x="{x + NODE_W // 2}" y="{y + 16}" '
+                   f'text-anchor="middle" class="rp-node-id">{escape(p.spec.id)}</text><text x="{x + NODE_W // 2}" '
+                   f'y="{y + 30}" text-anchor="middle" class="rp-node-status">{STATUS_LABELS[status]}</text></a>')
+    out.append("</svg>")
+    return "".join(out)
+
+
 def curriculum(papers: list[Paper]) -> str:
-    lines = ["flowchart LR"]
-    lines += [f'  {p.spec.id}["{p.spec.id}<br/>{p.spec.year}"]' for p in papers]
-    for p in papers:
-        lines += [f"  {b} --> {p.spec.id}" for b in p.spec.builds_on]
-    for p in papers:
-        lines.append(f'  click {p.spec.id} href "../papers/{p.spec.id}/" "{escape(p.spec.title)}"')
-        lines.append(f"  class {p.spec.id} st_{p.tiers['mini'].display.replace('-', '_')}")
-    for status, color in (("reproduced", "#c8e6c9"), ("partly_reproduced", "#ffe0b2"), ("not_reproduced", "#ffcdd2"),
-                          ("implemented", "#bbdefb"), ("stale", "#e1bee7"), ("not_implemented", "#eeeeee")):
-        lines.append(f"  classDef st_{status} fill:{color},stroke:#666,color:#000")
     edges = pd.DataFrame([{"paper": f"[{p.spec.id}]({paper_url(p.spec.id)})", "area": AREA_TITLES[p.spec.area],
                            "builds on": ", ".join(f"[{b}]({paper_url(b)})" for b in p.spec.builds_on) or "—",
                            "built on by": ", ".join(f"[{q.spec.id}]({paper_url(q.spec.id)})" for q in papers
@@ -322,10 +515,9 @@ def curriculum(papers: list[Paper]) -> str:
         "---", "hide: [navigation, toc]", "---", "",
         "# Curriculum", "",
         "Each arrow runs from a paper to one that builds on it (`builds_on` in its spec): the later paper "
-        "imports the earlier one's code, never copies it. Colours give the mini tier's status; click a paper "
-        "to open its page.", "",
-        '<script src="../javascripts/mermaid.min.js"></script>', "",
-        "```mermaid", *lines, "```", "",
+        "imports the earlier one's code, never copies it. A column per year, a band per area; colours give "
+        "the mini tier's status. Click a paper to open its page.", "",
+        f'<div class="rp-scroll">{curriculum_svg(papers)}</div>', "",
         "## As a table", "", tables.markdown(edges), ""])
 
 

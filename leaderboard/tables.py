@@ -4,13 +4,14 @@ page's published numbers, targets, per-arm summaries, cost and records."""
 from __future__ import annotations
 
 import math
+import re
 from html import escape
 
 import pandas as pd
 
-from evals.spec import AREAS, TIER_NAMES, Published
+from evals.spec import AREAS, TIER_NAMES, Published, Target
 from evals.stats import Summary
-from leaderboard.collect import STATUS_RANK, Paper, TierView
+from leaderboard.collect import DECIDED, STATUS_RANK, Claim, Paper, TierView
 
 AREA_TITLES = {
     "llm-backbone": "LLM backbone",
@@ -46,27 +47,65 @@ def fmt_setting(setting: dict) -> str:
 
 
 def leaderboard(papers: list[Paper]) -> pd.DataFrame:
-    """One row per paper, in the areas' order, then by year."""
+    """One row per paper, in the areas' order, then by year. Two groups of columns that are never
+    mixed: the claim at CPU scale (the mini tier's first target, its verdict and CI) and the paper's
+    setting (the published number, ours there from the full tier, and the gap), the latter empty
+    until a full-tier run counts."""
     rows = []
     for p in papers:
-        s, pub, ours = p.spec, p.published, p.headline
+        s = p.spec
         row = {"id": s.id, "title": s.title, "year": s.year, "area": s.area, "area_title": AREA_TITLES[s.area]}
         for name in TIER_NAMES:
             view = p.tiers[name]
             row[name] = view.display
             row[f"{name}_rank"] = STATUS_RANK[view.display]
-        row["published"] = f"{fmt_value(pub.value, pub.unit, pub.approximate)} {pub.metric}" if pub else None
-        row["published_value"] = pub.value if pub else None
-        row["published_where"] = pub.where if pub else None
-        row["ours"] = f"{fmt_summary(ours.summary)}" if ours else None
-        row["ours_value"] = ours.summary.mean if ours else None
-        row["ours_label"] = f"{ours.tier} · {ours.term}" if ours else None
-        row["seeds"] = ours.summary.n if ours else 0
+        row |= _claim_columns(p)
+        row |= _setting_columns(p)
         row["newest"] = p.newest[:10] if p.newest else None
         rows.append(row)
     df = pd.DataFrame(rows)
     df["area_order"] = df["area"].map(AREAS.index)
     return df.sort_values(["area_order", "year", "id"], kind="stable").reset_index(drop=True)
+
+
+def _claim_columns(paper: Paper) -> dict:
+    claim, view = paper.claim("mini"), paper.tiers["mini"]
+    targets = view.status.targets
+    return {
+        "claim": claim.words if claim else None,
+        "claim_expr": claim.target.expr if claim else None,
+        "claim_verdict": claim.verdict if claim else None,
+        "claim_estimate": fmt_estimate(claim) if claim and claim.estimate else None,
+        "targets_met": view.status.targets_met if view.display in DECIDED else None,
+        "targets_total": len(targets),
+    }
+
+
+def _setting_columns(paper: Paper) -> dict:
+    pub, ours = paper.setting_result
+    gap = ours.summary.mean - pub.value if ours else None
+    return {
+        "published": f"{fmt_value(pub.value, pub.unit, pub.approximate)} {pub.metric}" if pub else None,
+        "published_metric": pub.metric if pub else None,
+        "published_where": pub.where if pub else None,
+        "ours": fmt_summary(ours.summary) if ours else None,
+        "ours_term": ours.term if ours else None,
+        "seeds": ours.summary.n if ours else 0,
+        "gap": gap,
+        "gap_relative": gap / abs(pub.value) if ours and pub.value else None,
+        "gap_better": (gap >= 0) == pub.higher_is_better if ours else None,
+    }
+
+
+def fmt_estimate(claim: Claim) -> str:
+    """`difference -0.28 [-0.29, -0.27]`, or `mean 486 [481, 490]`: what the target is tested on."""
+    what = "difference" if claim.difference else "mean"
+    return f"{what} {fmt_summary(claim.estimate)}"
+
+
+def fmt_gap(gap: float, relative: float | None) -> str:
+    sign = "+" if gap > 0 else ""
+    return f"{sign}{fmt(gap)}" + (f" ({relative:+.0%})" if relative is not None else "")
 
 
 def by_metric(paper: Paper) -> dict[str, list[Published]]:
@@ -85,27 +124,55 @@ def common_setting(pubs: list[Published]) -> dict:
     return {k: v for k, v in first.items() if all(k in s and s[k] == v for s in rest)}
 
 
+OPERATORS = {">=": "≥", "<=": "≤", ">": ">", "<": "<"}
+
+
+def prose(text: str) -> str:
+    """A spec's or record's text for a Markdown page: HTML-escaped outside its `code spans`, which
+    Markdown escapes itself, so that no string from a spec or record becomes markup."""
+    return "".join(part if part.startswith("`") else escape(part, quote=False)
+                   for part in re.split(r"(`+[^`]*`+)", text))
+
+
+def code(text: str) -> str:
+    """A spec's or record's string as inline code, escaped (a backtick in it cannot end the span)."""
+    return f"<code>{escape(text)}</code>"
+
+
+def target_bound(target: Target) -> str:
+    """`≥ 13,500`, linked to the full tier's section, with the expression as its tooltip."""
+    _, op, rhs = target.parsed
+    return f'<a href="#full" title="{escape(target.expr)}">{escape(OPERATORS[op])} {fmt(rhs.const)}</a>'
+
+
 def published(paper: Paper, pubs: list[Published]) -> pd.DataFrame:
+    """The published numbers of one metric, each with the full tier's target at its setting (blank
+    where none is set; no column when the paper has none) and, once the full tier has counted runs,
+    our result."""
     common = common_setting(pubs)
+    with_target = any(paper.target_for(pub) for pub in paper.spec.published)
+    with_ours = any(paper.ours_for(pub) for pub in paper.spec.published)
     rows = []
     for pub in pubs:
-        ours = paper.ours_for(pub)
-        rows.append({
-            "published": fmt_value(pub.value, pub.unit, pub.approximate),
-            "ours (full tier)": (f"{fmt_summary(ours.summary)} ({ours.summary.n} seeds)" if ours else
-                                 "no run yet" if paper.target_for(pub) else "no target at this number"),
-            "where": pub.where,
-            "setting": fmt_setting({k: v for k, v in pub.setting.items() if k not in common}),
-            "note": pub.note or "",
+        target, ours = paper.target_for(pub), paper.ours_for(pub)
+        row = {"published": escape(fmt_value(pub.value, pub.unit, pub.approximate))}
+        if with_target:
+            row["full-tier target"] = target_bound(target) if target else ""
+        if with_ours:
+            row["ours (full tier)"] = f"{fmt_summary(ours.summary)} ({ours.summary.n} seeds)" if ours else ""
+        rows.append(row | {
+            "where": prose(pub.where),
+            "setting": prose(fmt_setting({k: v for k, v in pub.setting.items() if k not in common})),
+            "note": prose(pub.note or ""),
         })
     return pd.DataFrame(rows)
 
 
 def references(paper: Paper) -> pd.DataFrame:
     return pd.DataFrame([{
-        "reproduction": f"[{r.name}]({r.url})" if r.url else r.name,
-        "metric": r.metric, "value": fmt_value(r.value, r.unit),
-        "where": r.where or "", "setting": fmt_setting(r.setting),
+        "reproduction": f'<a href="{escape(r.url)}">{escape(r.name)}</a>' if r.url else escape(r.name),
+        "metric": escape(r.metric), "value": escape(fmt_value(r.value, r.unit)),
+        "where": prose(r.where or ""), "setting": prose(fmt_setting(r.setting)),
     } for r in paper.spec.references])
 
 
@@ -118,8 +185,8 @@ def targets(view: TierView) -> pd.DataFrame:
     for spec, t in zip(specs, view.status.targets):
         result = ('<span class="rp-pass">✓ met</span>' if t.met else
                   '<span class="rp-pending">… pending</span>' if pending else '<span class="rp-fail">✗ not met</span>')
-        rows.append({"target": f"`{t.expr}`", "test": t.test, "result": result, "evidence": t.detail,
-                     "what it shows": spec.description or ""})
+        rows.append({"target": code(t.expr), "test": t.test, "result": result, "evidence": escape(t.detail),
+                     "what it shows": prose(spec.description or "")})
     return pd.DataFrame(rows)
 
 
@@ -129,7 +196,7 @@ def arms(view: TierView) -> pd.DataFrame:
     for arm, metrics in view.status.arms.items():
         seeds = sorted(r.seed for r in view.status.records if r.arm == arm and r.status == "ok")
         for metric, s in metrics.items():
-            rows.append({"arm": arm, "metric": metric, "seeds": ", ".join(map(str, seeds)), "mean": fmt(s.mean),
+            rows.append({"arm": escape(arm), "metric": escape(metric), "seeds": ", ".join(map(str, seeds)), "mean": fmt(s.mean),
                          "95% CI": f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]" if s.n > 1 else "one seed: none",
                          "std": fmt(s.std)})
     return pd.DataFrame(rows)
@@ -142,11 +209,11 @@ def cost(view: TierView) -> pd.DataFrame:
         recs = [r for r in view.status.records if r.arm == arm]
         hw = sorted({_hardware(r.provenance.hardware) for r in recs})
         wall = [r.provenance.wall_time_s for r in recs]
-        rows.append({"arm": arm, "runs": len(recs),
+        rows.append({"arm": escape(arm), "runs": len(recs),
                      "wall time per run": _duration(sum(wall) / len(wall)),
                      "train / eval per run": f"{_duration(sum(r.provenance.train_time_s for r in recs) / len(recs))} / "
                                             f"{_duration(sum(r.provenance.eval_time_s for r in recs) / len(recs))}",
-                     "total": _duration(sum(wall)), "hardware": "; ".join(hw)})
+                     "total": _duration(sum(wall)), "hardware": escape("; ".join(hw))})
     return pd.DataFrame(rows)
 
 
@@ -156,7 +223,7 @@ def records(view: TierView, link) -> pd.DataFrame:
     runs = sorted(view.runs, key=lambda r: r.record.provenance.finished_at, reverse=True)
     return pd.DataFrame([{
         "record": f'<a href="{escape(link(r))}">{escape(r.record.run_id)}</a>',
-        "arm": escape(r.record.arm), "seed": r.record.seed, "status": r.record.status,
+        "arm": escape(r.record.arm), "seed": r.record.seed, "status": escape(r.record.status),
         "counts?": escape(view.role(r.record)),
         "finished": r.record.provenance.finished_at.replace("T", " ")[:16],
         "wall": _duration(r.record.provenance.wall_time_s),
@@ -167,14 +234,18 @@ def records(view: TierView, link) -> pd.DataFrame:
 def _code(p) -> str:
     """The revision a record was made at, and the newest that recertified it (its numbers re-executed
     bit for bit by that revision's code)."""
-    out = escape((p.git_revision or "?")[:8]) + (" (dirty)" if p.git_dirty else "")
+    dirty = ' <abbr title="the working tree had uncommitted changes when the run was made">(dirty)</abbr>'
+    out = escape((p.git_revision or "?")[:8]) + (dirty if p.git_dirty else "")
     if p.recertified:
         out += f", recertified at {escape(p.recertified[-1].revision[:8])}"
     return out
 
 
 def _hardware(hw: dict) -> str:
-    parts = [str(hw.get("gpu") or hw.get("cpu") or "unknown hardware")]
+    """The GPU (with the count, when several) a run used, else its CPU; then the CPU cores and device."""
+    gpus = int(hw.get("gpu_count") or 1)
+    parts = [f"{gpus} × {hw['gpu']}" if hw.get("gpu") and gpus > 1 else
+             str(hw.get("gpu") or hw.get("cpu") or "unknown hardware")]
     if hw.get("cpu_count"):
         parts.append(f"{hw['cpu_count']} CPU cores")
     if hw.get("device"):

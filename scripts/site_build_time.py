@@ -56,6 +56,11 @@ def main() -> int:
         for line in done.stderr.splitlines():
             if "records of" in line or "written in" in line or "built in" in line:
                 print("  " + line.split("-", 1)[-1].strip())
+        site = root / "site"
+        total = sum(f.stat().st_size for f in site.rglob("*") if f.is_file())
+        largest = max(site.rglob("*.html"), key=lambda f: f.stat().st_size)
+        print(f"site size: {total / 1e6:.1f} MB in all; largest page {largest.relative_to(site)}, "
+              f"{largest.stat().st_size / 1e3:.0f} KB")
         print(f"site build: {len(specs)} papers x {args.records} records: {took:.1f} s wall-clock, {cpu:.1f} s of CPU "
               f"({'within' if took < AIM_S else 'OVER'} the {AIM_S:.0f} s aim; {os.cpu_count()} CPU cores, "
               f"load average {os.getloadavg()[0]:.1f})")

@@ -1,6 +1,8 @@
 """The leaderboard's data and pages from fixture records: statuses, numbers, tables, plots, the
 command line, and the generated files."""
 
+import os
+import re
 import shutil
 import subprocess
 from types import SimpleNamespace
@@ -16,7 +18,7 @@ from evals.stats import bootstrap_ci
 from leaderboard import pages, tables
 from leaderboard.collect import collect, collect_paper, load_specs
 from leaderboard.command import MakefileError, reproduce_command
-from leaderboard.curves import arm_groups, bootstrap_band, tier_plots
+from leaderboard.curves import arm_groups, bootstrap_band, plot_curve, target_lines, tier_plots
 from leaderboard.generate import generate, static_files
 from leaderboard.links import repository_links
 from tests.fixtures.site.records import demo_spec, make_record, write_records, write_spec
@@ -69,7 +71,7 @@ def test_not_implemented_without_the_tier(tmp_path, spec):
     stub = spec.model_copy(update={"tiers": {}})
     paper = collect_paper(stub, tmp_path)
     assert {t.display for t in paper.tiers.values()} == {"not-implemented"}
-    assert paper.headline is None and paper.newest is None
+    assert paper.claim("mini") is None and paper.setting_result[1] is None and paper.newest is None
 
 
 def test_stale_when_only_stale_records(tmp_path, spec):
@@ -145,18 +147,64 @@ def test_bootstrap_band_matches_the_harness_interval_point_by_point():
     np.testing.assert_array_equal(one[1], y[0])
 
 
-def test_headline_beside_the_published_number(tmp_path, spec):
+def test_the_claim_and_the_papers_setting_are_never_mixed(tmp_path, spec):
     mini(tmp_path, spec, [-150, -160, -140], [-170, -180, -160])
     paper = collect_paper(spec, tmp_path)
-    assert (paper.headline.tier, paper.headline.term, paper.headline.summary.mean) == ("mini", "return[ours]", -150)
-    assert tables.published(paper, paper.spec.published).iloc[0]["ours (full tier)"] == "no run yet"
+    claim = paper.claim("mini")
+    assert (claim.words, claim.verdict, claim.difference) == ("clears the floor", "met", False)
+    assert claim.estimate.mean == -150 and tables.fmt_estimate(claim) == "mean -150 [-160, -140]"
+    row = tables.leaderboard([paper]).iloc[0]
+    # the mini number stands in the claim group only: the paper's setting waits for a full-tier run
+    assert row["claim_estimate"] == "mean -150 [-160, -140]" and (row["targets_met"], row["targets_total"]) == (2, 2)
+    assert row["published"] == "5,000 return" and row["ours"] is None and row["gap"] is None
+    cells = dict(re.findall(r'<td data-label="([^"]+)"[^>]*>(.*?)</td>', pages.home([paper])))
+    assert "mean -150 [-160, -140]" in cells["claim"]
+    assert "5,000 return" in cells["paper&#x27;s setting"] and cells["ours, full tier"] == cells["gap"] == ""
+    assert "ours (full tier)" not in tables.published(paper, paper.spec.published).columns
     write_records(tmp_path, spec, "full", {("ours", s): 4000.0 + s for s in (1, 2, 3, 4, 5)})
     paper = collect_paper(spec, tmp_path)
+    pub, ours = paper.setting_result
     # at the paper's own setting the full tier's target on the published number supplies ours
-    assert (paper.headline.tier, paper.headline.summary.mean) == ("full", 4003)
+    assert (pub.value, ours.term, ours.summary.mean) == (5000, "return[ours]", 4003)
     row = tables.leaderboard([paper]).iloc[0]
-    assert row["published"] == "5,000 return" and row["ours_label"] == "full · return[ours]" and row["seeds"] == 5
+    assert row["ours"] == "4,003 [4,002, 4,004]" and row["seeds"] == 5 and not row["gap_better"]
+    assert tables.fmt_gap(row["gap"], row["gap_relative"]) == "-997 (-20%)"
     assert tables.published(paper, paper.spec.published).iloc[0]["ours (full tier)"].startswith("4,003 [4,002, 4,004] (5 seeds)")
+
+
+def test_a_paired_claim_is_a_difference(tmp_path):
+    spec = demo_spec()
+    spec.tiers["mini"].targets.reverse()  # ours >= baseline first
+    mini(tmp_path, spec, [-150, -160, -140], [-170, -180, -160])
+    claim = collect_paper(spec, tmp_path).claim("mini")
+    assert claim.difference and claim.estimate.mean == 20 and claim.words == "at least matches the baseline"
+
+
+def test_a_stale_claim_is_pending_and_shows_no_number(tmp_path, spec):
+    mini(tmp_path, spec, [-150, -160, -140], [-170, -180, -160], stale=True)
+    paper = collect_paper(spec, tmp_path)
+    claim = paper.claim("mini")
+    assert claim.verdict == "pending" and claim.estimate is None
+    row = tables.leaderboard([paper]).iloc[0]
+    assert row["claim_estimate"] is None and row["targets_met"] is None
+
+
+def test_published_numbers_link_the_full_tiers_target_or_nothing(tmp_path):
+    def paper(pid):
+        return collect_paper(next(s for s in all_specs() if s.id == pid), tmp_path)
+
+    sac = paper("sac")
+    cell = tables.published(sac, sac.spec.published).iloc[0]["full-tier target"]
+    # SAC's full targets are 90% of the published returns: linked by the environment they run
+    assert cell.endswith(">≥ 13,500</a>") and 'href="#full"' in cell
+    ppo = paper("ppo")
+    cells = tables.published(ppo, ppo.spec.published)["full-tier target"].tolist()
+    assert cells[0] == ""  # the normalised score over 7 tasks: no target at it, and no filler either
+    assert ">≥ 1,800</a>" in cells[1]
+    fa = paper("flash_attention")
+    assert "full-tier target" not in tables.published(fa, fa.spec.published).columns  # no target at any number
+    page = pages.paper_page(sac, {}, None)
+    assert "no target at this number" not in page and "no run yet" not in page
 
 
 def test_published_numbers_by_metric_with_their_shared_setting(tmp_path):
@@ -165,16 +213,17 @@ def test_published_numbers_by_metric_with_their_shared_setting(tmp_path):
     spec = demo_spec(base={"published": [pub("return", "Pong", 20), pub("return", "Breakout", 168),
                                          pub("best_return", "Pong", 21)]})
     page = pages.paper_page(collect_paper(spec, tmp_path), {}, None)
-    assert "**`return`**; frames: 10M; evaluation: return." in page
-    assert "**`best_return`**." in page  # a single number: its whole setting stays in its row
-    assert "| 168 | no target at this number | Table 1, Breakout | game=Breakout |  |" in page
-    assert "| 21 | no target at this number | Table 1, Pong | game=Pong, frames=10M, evaluation=best_return |  |" in page
+    assert "**<code>return</code>**; frames: 10M; evaluation: return." in page
+    assert "**<code>best_return</code>**." in page  # a single number: its whole setting stays in its row
+    assert "| 168 | Table 1, Breakout | game=Breakout |  |" in page  # no full-tier target at any: no column
+    assert "| 21 | Table 1, Pong | game=Pong, frames=10M, evaluation=best_return |  |" in page
 
 
 def test_paper_with_no_runs(tmp_path, spec):
     paper = collect_paper(spec, tmp_path)
     row = tables.leaderboard([paper]).iloc[0]
     assert (row["mini"], row["seeds"], row["newest"]) == ("implemented", 0, None) and row["ours"] is None
+    assert row["claim_verdict"] == "pending" and row["claim_estimate"] is None
     page = pages.paper_page(paper, {}, None)
     assert "No runs yet." in page and "### Run records" not in page
     assert "make reproduce PAPER=demo TIER=mini" in page
@@ -184,7 +233,7 @@ def test_paper_with_only_a_smoke_run(tmp_path, spec):
     write_records(tmp_path, spec, "smoke", {("ours", 1): -900.0}, curve_points=10)
     paper = collect_paper(spec, tmp_path)
     assert [paper.tiers[t].display for t in ("smoke", "mini", "full")] == ["implemented"] * 3
-    assert paper.headline is None  # a smoke run claims nothing
+    assert paper.claim("mini").estimate is None and paper.setting_result[1] is None  # a smoke run claims nothing
     assert paper.newest == "2026-01-01T00:05:00+00:00"
     page = pages.paper_page(paper, {}, None)
     smoke = page[page.index("## Smoke tier"):]
@@ -306,7 +355,9 @@ def test_generate_every_page(tmp_path, spec):
     assert static[f"results/demo/mini/{paths[0].stem}/grid.png"] == sample
     assert static["javascripts/mermaid.min.js"].stat().st_size > 1_000_000
     assert f"../../results/demo/mini/{paths[0].stem}/grid.png" in files["papers/demo/index.md"]
-    assert "demo --> later" in files["curriculum.md"] and 'click later href "../papers/later/"' in files["curriculum.md"]
+    # the curriculum graph is drawn at build time: an SVG with an edge per builds_on and a link per paper
+    assert 'class="rp-edge" data-from="demo" data-to="later"' in files["curriculum.md"]
+    assert '<a href="../papers/later/">' in files["curriculum.md"] and "mermaid" not in files["curriculum.md"]
     assert files["index.md"].count("<tr data-paper=") == 2
     nav = files["SUMMARY.md"]
     assert nav.index("(areas/generative/index.md)") < nav.index("(papers/later/index.md)")
@@ -343,3 +394,90 @@ def test_plots_drawn_in_worker_processes_match_those_drawn_in_turn(tmp_path, spe
     assert {p: {t: [f.png for f in fs] for t, fs in d.items()} for p, d in pooled.items()} == \
         {p: {t: [f.png for f in fs] for t, fs in d.items()} for p, d in in_turn.items()}
     assert sorted(pooled) == ["demo", "other"] and len(pooled["demo"]["mini"]) == 2
+
+
+# -- what a page shows of a record's strings ------------------------------------------------------
+SCRIPT = "<script>window.__pwned = 1</script>"
+
+
+def test_a_long_protocol_value_is_capped_and_left_out_of_search(tmp_path, spec):
+    outputs = {s: [f"sentence {s}-{i}" for i in range(500)] for s in (1, 2, 3)}
+    for seed in (1, 2, 3):
+        for arm in ("ours", "baseline"):
+            write_record(make_record(spec, "mini", arm, seed, -150.0 - seed, protocol={"outputs": outputs[seed]}), tmp_path)
+    page = pages.paper_page(collect_paper(spec, tmp_path), {}, None)
+    boxes = re.findall(r'<div class="admonition info" data-search-exclude>.*?</div>', page)
+    assert len(boxes) == 1  # six runs that differ only in what they produced share one box
+    assert "500 items per run, in each run's record" in boxes[0] and "(baseline, ours)" in boxes[0]
+    assert "sentence 1-0 · sentence 1-1 · sentence 1-2" in boxes[0] and "sentence 1-3" not in page
+
+
+def test_every_string_from_a_record_or_spec_is_escaped(tmp_path):
+    spec = demo_spec(base={"summary": f"A summary with {SCRIPT} and `code <b>`.",
+                           "published": [{"metric": "return", "value": 5000, "where": f"Table 1 {SCRIPT}",
+                                          "setting": {"env": SCRIPT}, "note": SCRIPT}]})
+    for seed in (1, 2, 3):
+        for arm in ("ours", "baseline"):
+            write_record(make_record(spec, "mini", arm, seed, -150.0, protocol={"actions": SCRIPT},
+                                     hardware={"cpu": SCRIPT, "cpu_count": 2}), tmp_path)
+    paper = collect_paper(spec, tmp_path)
+    page = pages.paper_page(paper, {}, None)
+    home = pages.home([paper])
+    for text in (page, home):
+        assert "<script>" not in text
+    assert page.count("&lt;script&gt;") >= 5 and "`code <b>`" in page  # Markdown escapes a code span itself
+
+
+def test_gpu_runs_name_the_gpus_in_the_cost_table(tmp_path, spec):
+    gpu = {"cpu": "EPYC", "cpu_count": 16, "gpu": "NVIDIA H100 80GB HBM3", "gpu_count": 8, "device": "cuda"}
+    for seed in (1, 2, 3):
+        write_record(make_record(spec, "mini", "ours", seed, -150.0, hardware=gpu), tmp_path)
+    cost = tables.cost(status(spec, tmp_path))
+    assert cost.iloc[0]["hardware"] == "8 × NVIDIA H100 80GB HBM3, 16 CPU cores, device cuda"
+
+
+def test_plots_name_their_task_and_draw_the_targets(tmp_path, spec):
+    mini(tmp_path, spec, [-150, -160, -140], [-170, -180, -160])
+    view = status(spec, tmp_path)
+    records = [r.model_copy(update={"config": {"env_id": "Pendulum-v1"}}) for r in view.status.records]
+    train_return = tier_plots(view.tier, records)[0]
+    assert train_return.title == "train_return on Pendulum-v1" and (train_return.width, train_return.height) == (1000, 390)
+    # the floor on the evaluated return, drawn on the training return's axes, named by its expression
+    assert target_lines(view.tier, ["train_return", "return"], ["ours", "baseline"]) == [(-200.0, "target return[ours] >= -200")]
+    one_point = {"ours": [r.model_copy(update={"curves": {"total_parameters": [(0, 0.0, 1e6)]}})
+                          for r in records if r.arm == "ours"]}
+    assert plot_curve("total_parameters", one_point).png.startswith(b"\x89PNG")
+
+
+def test_a_paper_page_explains_its_terms(tmp_path, spec):
+    mini(tmp_path, spec, [-150, -160, -140], [-170, -180, -160])
+    page = pages.paper_page(collect_paper(spec, tmp_path), {}, None)
+    for term in ("A **tier** is", "*smoke* only checks", "An **arm** is", "a <i>difference</i> is the target's left side minus",
+                 "<i>(dirty)</i>: the working tree had uncommitted changes"):
+        assert term in page
+    stub = pages.paper_page(collect_paper(spec.model_copy(update={"tiers": {}}), tmp_path), {}, None)
+    assert pages.README_SECTION not in stub  # no code, nothing to differ: no placeholder
+
+
+def test_every_paper_has_a_summary_and_every_implemented_one_its_readme_section():
+    for spec in all_specs():
+        assert spec.summary, f"{spec.id}: no summary"
+        if spec.tiers:
+            assert pages.readme_section(ROOT / "reproductions" / spec.id / "README.md", "x"), f"{spec.id}: no README section"
+
+
+def test_repro_show_fits_a_100_column_terminal(capsys):
+    from evals.cli import main
+
+    for spec in all_specs():
+        assert main(["show", spec.id]) == 0
+        wide = [line for line in capsys.readouterr().out.splitlines() if len(line) > 100]
+        # only a `where` longer than a line stays whole, on its own line: it is what one searches the paper for
+        assert all(line.strip() in {p.where for p in spec.published} for line in wide), wide
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_reproduce_runs_on_every_core_by_default():
+    out = subprocess.run(["make", "-n", "reproduce"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    jobs = int(re.search(r"--jobs (\d+)", out).group(1))
+    assert jobs == min(os.cpu_count(), 8)

@@ -48,7 +48,7 @@
     function sort(th, col) {
       var kind = th.dataset.kind;
       var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
-      table.querySelectorAll("thead th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+      sortable.forEach(function (h) { h.removeAttribute("aria-sort"); });
       th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
       groups.forEach(function (tbody) {
         rows(tbody).sort(function (a, b) {
@@ -61,7 +61,10 @@
       });
     }
 
-    table.querySelectorAll("thead th").forEach(function (th, col) {
+    // Sortable headers name their column (`data-col`): the groups' header row spans several.
+    var sortable = table.querySelectorAll("thead th[data-kind]");
+    sortable.forEach(function (th) {
+      var col = parseInt(th.dataset.col, 10);
       th.tabIndex = 0;
       th.addEventListener("click", function () { sort(th, col); });
       th.addEventListener("keydown", function (e) {

@@ -10,10 +10,10 @@ import json
 import os
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from evals import paths
 
@@ -24,6 +24,10 @@ MAX_CURVE_POINTS = 200
 # carry script), each at most this size, recognised by their first bytes.
 IMAGE_MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".jpeg": b"\xff\xd8\xff"}
 MAX_IMAGE_BYTES = 2_000_000
+# What a record names (papers, tiers, arms, metrics, curves, samples, protocol and hardware keys)
+# reaches the site's pages and plots: a plain name, never markup or a matplotlib formula.
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 class RecordError(ValueError):
@@ -31,18 +35,18 @@ class RecordError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or infinity is no result
 
 
 class EvalResult(Strict):
     """What one evaluator measured: summary metrics, the per-episode / per-sample values they
     are computed from, and the protocol (so a number is never separated from how it was made)."""
 
-    evaluator: str
+    evaluator: Name
     version: int
-    metrics: dict[str, float]
-    samples: dict[str, list[float]] = Field(default_factory=dict)
-    protocol: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[Name, float]
+    samples: dict[Name, list[float]] = Field(default_factory=dict)
+    protocol: dict[Name, Any] = Field(default_factory=dict)
 
 
 class TargetCheck(Strict):
@@ -71,8 +75,8 @@ class Provenance(Strict):
     source_hash: str
     source_files: list[str]
     spec_version: int
-    packages: dict[str, str]
-    hardware: dict[str, Any]
+    packages: dict[Name, str]
+    hardware: dict[Name, Any]
     started_at: str
     finished_at: str
     wall_time_s: float
@@ -84,6 +88,14 @@ class Provenance(Strict):
     checkpoint_sha256: str | None = None
     checkpoint_path: str | None = None
     recertified: list[Recertification] = Field(default_factory=list)  # oldest first
+
+    @field_validator("checkpoint_path")
+    @classmethod
+    def _inside_the_repository(cls, v: str | None) -> str | None:
+        """Relative to the checkout (runs/...), and never above it."""
+        if v is not None and (PurePosixPath(v).is_absolute() or ".." in PurePosixPath(v).parts or "\\" in v):
+            raise ValueError(f"{v!r} is not a path inside the repository (relative, without '..')")
+        return v
 
     def hash_chain(self) -> list[tuple[str | None, str, list[str]]]:
         """(revision, source hash, source files) from the run's own revision to the newest
@@ -98,18 +110,18 @@ class Provenance(Strict):
 
 class Record(Strict):
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
-    run_id: str
-    paper: str
-    tier: str
-    arm: str
+    run_id: Name
+    paper: Name
+    tier: Name
+    arm: Name
     seed: int
-    module: str
+    module: Name
     status: Literal["ok", "invalid", "failed", "prefix"]  # prefix: a verification re-execution, never committed
     error: str | None = None
     config: dict[str, Any]
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[Name, float] = Field(default_factory=dict)
     evaluations: list[EvalResult] = Field(default_factory=list)
-    curves: dict[str, list[tuple[int, float, float]]] = Field(default_factory=dict)
+    curves: dict[Name, list[tuple[int, float, float]]] = Field(default_factory=dict)
     targets: list[TargetCheck] = Field(default_factory=list)
     provenance: Provenance
 
@@ -175,14 +187,25 @@ def publish_images(run_dir: Path, record: Path) -> list[Path]:
     return out
 
 
-def load_record(path: Path) -> Record:
-    path = Path(path)
+def read_json(path: Path) -> Any:
+    """A JSON file's contents; any way it is malformed is a RecordError naming the file."""
     try:
-        data = json.loads(path.read_text())
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
     except OSError as e:
         raise RecordError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except json.JSONDecodeError as e:
         raise RecordError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    except RecursionError:
+        raise RecordError(f"{path}: not a record: its JSON is nested too deeply") from None
+    except ValueError as e:  # an integer of more digits than Python converts
+        raise RecordError(f"{path}: not a record: {e}") from None
+
+
+def load_record(path: Path) -> Record:
+    path = Path(path)
+    data = read_json(path)
     try:
         return Record.model_validate(data)
     except ValidationError as e:
@@ -192,10 +215,31 @@ def load_record(path: Path) -> Record:
         raise RecordError(f"{path}: field '{loc}': {err['msg']}{more}") from None
 
 
+def linked(path: Path, root: Path) -> bool:
+    """Whether `path`, or a folder between `root` and it, is a symbolic link (never followed)."""
+    rel = Path(path).relative_to(root).parts
+    return any(root.joinpath(*rel[: i + 1]).is_symlink() for i in range(len(rel)))
+
+
 def record_files(paper: str | None = None, tier: str | None = None, results: Path | None = None) -> list[Path]:
-    pattern = f"{paper or '*'}/{tier or '*'}/*.json"
-    return sorted((results or paths.results_dir()).glob(pattern))
+    """The record files under results/<paper>/<tier>/, none reached through a symbolic link."""
+    root = results or paths.results_dir()
+    return sorted(p for p in root.glob(f"{paper or '*'}/{tier or '*'}/*.json") if p.is_file() and not linked(p, root))
 
 
 def load_records(paper: str | None = None, tier: str | None = None, results: Path | None = None) -> list[Record]:
+    """The records, a malformed one raising its RecordError."""
     return [load_record(p) for p in record_files(paper, tier, results)]
+
+
+def read_records(paper: str | None = None, tier: str | None = None,
+                 results: Path | None = None) -> tuple[list[Record], list[RecordError]]:
+    """The readable records, and a RecordError for each malformed one (listed as invalid, never
+    stopping the others)."""
+    records, invalid = [], []
+    for path in record_files(paper, tier, results):
+        try:
+            records.append(load_record(path))
+        except RecordError as e:
+            invalid.append(e)
+    return records, invalid

@@ -6,7 +6,10 @@
 
 Records count only while *current*: made under the spec's version, with the paper's source files
 unchanged (same source hash) and the same evaluator versions. Others are *stale*: kept and shown,
-never counted. Where several current records share an (arm, seed), the newest counts.
+never counted. Each (arm, seed) counts its one current run that gave a result (`ok` or `failed`);
+an `invalid` run (no result) stands only while the seed has none. Two current runs of a seed that
+both gave a result count neither: which is genuine cannot be told from the records, whose times
+and run ids anyone can write (`repro verify` rejects the second).
 """
 
 from __future__ import annotations
@@ -74,13 +77,18 @@ class TierStatus:
         }
 
 
-def newest_per_seed(records: list[Record]) -> list[Record]:
-    best: dict[tuple[str, int], Record] = {}
+def counted_per_seed(records: list[Record]) -> list[Record]:
+    """The record that stands for each (arm, seed): its one run with a result, else its newest
+    invalid run; none where two runs gave a result. No order of records changes which counts."""
+    by_seed: dict[tuple[str, int], list[Record]] = {}
     for r in records:
-        key = (r.arm, r.seed)
-        if key not in best or r.provenance.finished_at > best[key].provenance.finished_at:
-            best[key] = r
-    return sorted(best.values(), key=lambda r: (r.arm, r.seed))
+        by_seed.setdefault((r.arm, r.seed), []).append(r)
+    counted = []
+    for runs in by_seed.values():
+        results = [r for r in runs if r.status != "invalid"]
+        if len(results) <= 1:
+            counted.append(results[0] if results else max(runs, key=lambda r: (r.provenance.finished_at, r.run_id)))
+    return sorted(counted, key=lambda r: (r.arm, r.seed))
 
 
 def metric_values(records: list[Record]) -> dict[tuple[str, str], dict[int, float]]:
@@ -95,7 +103,7 @@ def metric_values(records: list[Record]) -> dict[tuple[str, str], dict[int, floa
 def evaluate_tier(tier: Tier, records: list[Record]) -> tuple[list[TargetResult], dict[str, dict[str, Summary]]]:
     """Target results and per-arm summaries (mean, 95% CI over seeds) of a set of records, taking
     only the seeds the spec fixes."""
-    chosen = [r for r in newest_per_seed(records) if r.seed in tier.seeds]
+    chosen = [r for r in counted_per_seed(records) if r.seed in tier.seeds]
     values = metric_values(chosen)
     targets = [check_target(t, values, tier.required_seeds) for t in tier.targets]
     arms: dict[str, dict[str, Summary]] = {}
@@ -112,7 +120,7 @@ def tier_status(spec: Spec, tier_name: str, records: list[Record]) -> TierStatus
     for r in records:
         why = staleness(r, spec)
         (stale.append((r, why)) if why else current.append(r))
-    chosen = [r for r in newest_per_seed(current) if r.seed in tier.seeds]
+    chosen = [r for r in counted_per_seed(current) if r.seed in tier.seeds]
     targets, arms = evaluate_tier(tier, current)
     seeds = sorted({r.seed for r in chosen if r.status == "ok"})
     # A diverged seed ("failed") counts as tried, and fails the targets it touches; a run whose

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from evals.paths import ROOT
-from evals.record import load_record, load_records
+from evals.record import load_record, read_records
 from evals.spec import get_tier, load_spec
 from evals.status import evaluate_tier, tier_status
 
@@ -26,7 +26,7 @@ def tier_summary(paper: str, tier: str, paths: list[Path]) -> str:
     records = [load_record(p) for p in paths]
     _, arms = evaluate_tier(t, records)
     # Targets may span arms this invocation did not run: test them over all current records.
-    targets = tier_status(spec, tier, load_records(paper, tier, paths[0].parents[2] if paths else None)).targets
+    targets = tier_status(spec, tier, read_records(paper, tier, paths[0].parents[2] if paths else None)[0]).targets
     rows = []
     for arm in t.arms:
         recs = [r for r in records if r.arm == arm]

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evals.record import IMAGE_MAGIC, Record, RecordError, load_record
+from evals.record import IMAGE_MAGIC, Record, RecordError, load_record, record_files
 from evals.spec import TIER_NAMES, Published, Spec, Target, Tier, load_spec_file, with_checked_links
 from evals.stats import Summary, TargetResult, summarize
 from evals.status import TierStatus, metric_values, tier_status
@@ -44,9 +44,9 @@ class RunFile:
         """Image files a run saved beside its record, in `<tier>/<run_id>/` (sample grids,
         reconstructions): shown on the paper page as they are."""
         folder = self.path.with_suffix("")
-        if not folder.is_dir():
+        if not folder.is_dir() or folder.is_symlink():
             return []
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES and not p.is_symlink())
 
 
 @dataclass
@@ -55,6 +55,7 @@ class TierView:
     tier: Tier | None
     status: TierStatus
     runs: list[RunFile] = field(default_factory=list)
+    unreadable: list[RecordError] = field(default_factory=list)  # malformed records: listed as invalid, left out
 
     @property
     def display(self) -> str:
@@ -82,7 +83,9 @@ class TierView:
             return {"ok": "counted", "failed": "counted (failed)", "invalid": "invalid: no result"}[record.status]
         if self.tier is not None and record.seed not in self.tier.seeds:
             return "seed not in the spec"
-        return "superseded by a newer run"
+        if record.status == "invalid":
+            return "invalid: superseded by the seed's result"
+        return "not counted: another run of this seed gave a result too"
 
 
 @dataclass
@@ -206,27 +209,33 @@ def _estimate(target: Target, records: list[Record]) -> Summary | None:
     return summarize([a - rhs.scale * values[(rhs.metric, rhs.arm)][s] for a, s in zip(left, seeds)])
 
 
-def load_runs(spec: Spec, tier: str, results: Path) -> list[RunFile]:
-    runs = [RunFile(p, load_record(p)) for p in sorted((results / spec.id / tier).glob("*.json"))]
+def load_runs(spec: Spec, tier: str, results: Path) -> tuple[list[RunFile], list[RecordError]]:
+    """The tier's readable records (none through a link), and an error for each malformed one."""
+    runs, unreadable = [], []
+    for path in record_files(spec.id, tier, results):
+        try:
+            runs.append(RunFile(path, load_record(path)))
+        except RecordError as e:
+            unreadable.append(e)
     for run in runs:
         if (run.record.paper, run.record.tier) != (spec.id, tier):
             raise RecordError(f"{run.path}: field 'paper'/'tier': the record says "
                               f"{run.record.paper}/{run.record.tier}, its folder {spec.id}/{tier}")
-    return runs
+    return runs, unreadable
 
 
 def collect_paper(spec: Spec, results: Path) -> Paper:
     tiers = {}
     for name in TIER_NAMES:
-        runs = load_runs(spec, name, results)
+        runs, unreadable = load_runs(spec, name, results)
         status = tier_status(spec, name, [r.record for r in runs])
-        tiers[name] = TierView(name, spec.tiers.get(name), status, runs)
+        tiers[name] = TierView(name, spec.tiers.get(name), status, runs, unreadable)
     return Paper(spec, tiers)
 
 
 def collect(specs: list[Spec], results: Path) -> list[Paper]:
     known = {s.id for s in specs}
-    for path in sorted(results.glob("*/*/*.json")):
+    for path in record_files(results=results):
         if path.parent.parent.name not in known:
             raise RecordError(f"{path}: field 'paper': no spec for paper {path.parent.parent.name!r}")
         if path.parent.name not in TIER_NAMES:

@@ -253,6 +253,12 @@ def paper_page(paper: Paper, plots: dict[str, list[CurvePlot]], readme: str | No
     return "\n".join(out)
 
 
+def _unreadable(error: Exception) -> str:
+    """A malformed record's file name and what is wrong with it (a RecordError names the file first)."""
+    path, _, why = str(error).partition(": ")
+    return f"{tables.code(Path(path).name)}: {tables.prose(why)}"
+
+
 def tier_section(paper: Paper, view: TierView, plots: list[CurvePlot]) -> list[str]:
     tier, st = view.tier, view.status
     out = [f"## {view.name.capitalize()} tier {{#{view.name}}}", ""]
@@ -270,6 +276,9 @@ def tier_section(paper: Paper, view: TierView, plots: list[CurvePlot]) -> list[s
         notes.append(f"{len(view.invalid)} counted seed(s) have an invalid evaluation: no result, to be run again.")
     if st.failed and len(st.failed) > len(view.invalid):
         notes.append(f"{len(st.failed) - len(view.invalid)} seed(s) failed (diverged) and fail the targets they touch.")
+    if view.unreadable:
+        notes.append(f"{len(view.unreadable)} record file(s) are invalid and left out: "
+                     + "; ".join(_unreadable(e) for e in view.unreadable) + ".")
     if not view.runs:
         notes.append("No runs yet.")
     out += [indent(" ".join(notes)), ""]

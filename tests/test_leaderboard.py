@@ -90,27 +90,48 @@ def test_current_records_outrank_stale_ones(tmp_path, spec):
 
 
 def test_invalid_run_is_no_result(tmp_path, spec):
-    mini(tmp_path, spec, [-150, -160, -140], [-170, -180, -160])
+    write_records(tmp_path, spec, "mini", {("ours", 1): -150, ("ours", 2): -160} | {("baseline", s): -170 for s in (1, 2, 3)})
     write_record(make_record(spec, "mini", "ours", 3, None, status="invalid", finished="2026-01-02T00:00:00+00:00"), tmp_path)
     view = status(spec, tmp_path)
-    # the newer invalid run replaces seed 3's result and is never read as a score
+    # seed 3's invalid run is its only one: no result, never read as a score, the seed still to run
     assert view.display == "implemented"
     assert [r.seed for r in view.invalid] == [3]
     assert view.status.arms["ours"]["return"].n == 2
-    roles = {(r.record.seed, r.record.status): view.role(r.record) for r in view.runs if r.record.arm == "ours"}
-    assert roles[(3, "invalid")] == "invalid: no result"
-    assert roles[(3, "ok")] == "superseded by a newer run"
     page = pages.paper_page(collect_paper(spec, tmp_path), {}, None)
     assert "1 counted seed(s) have an invalid evaluation" in page
+    # its re-run's result counts, whatever the two runs' times say
+    write_record(make_record(spec, "mini", "ours", 3, -140, finished="2026-01-01T00:01:00+00:00"), tmp_path)
+    view = status(spec, tmp_path)
+    assert view.display == "reproduced" and view.status.arms["ours"]["return"].n == 3 and not view.invalid
+    roles = {(r.record.seed, r.record.status): view.role(r.record) for r in view.runs if r.record.arm == "ours"}
+    assert roles[(3, "invalid")] == "invalid: superseded by the seed's result"
+    assert roles[(3, "ok")] == "counted"
+
+
+def test_two_results_of_one_seed_count_neither_whatever_their_order(tmp_path, spec):
+    mini(tmp_path, spec, [-150, -160, -140], [-170, -180, -160])
+    for finished in ("2025-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00"):  # before and after the genuine run
+        forged = make_record(spec, "mini", "ours", 3, 500.0, finished=finished, run_id=f"demo-mini-ours-s3-{finished[:4]}")
+        path = write_record(forged, tmp_path)
+        view = status(spec, tmp_path)
+        assert view.display == "implemented" and view.status.arms["ours"]["return"].n == 2
+        assert view.role(forged) == "not counted: another run of this seed gave a result too"
+        path.unlink()
 
 
 def test_malformed_or_misplaced_records_fail_with_the_file(tmp_path, spec):
+    mini(tmp_path, spec, [-150, -160, -140], [-170, -180, -160])
     bad = tmp_path / "demo" / "mini" / "broken.json"
-    bad.parent.mkdir(parents=True)
-    bad.write_text("{")
-    with pytest.raises(RecordError, match="broken.json: not valid JSON"):
-        collect([spec], tmp_path)
+    bad.write_text('{"deep": ' + "[" * 100_000)
+    (bad.parent / "latin1.json").write_bytes(b'{"arm": "caf\xe9"}')
+    [paper] = collect([spec], tmp_path)  # listed as invalid, the other records read as ever
+    view = paper.tiers["mini"]
+    assert view.display == "reproduced" and len(view.unreadable) == 2
+    page = pages.paper_page(paper, {}, None)
+    assert "2 record file(s) are invalid and left out: <code>broken.json</code>: not a record: its JSON is nested too deeply" in page
+    assert "<code>latin1.json</code>: not UTF-8 text (byte 0xe9" in page
     bad.unlink()
+    (bad.parent / "latin1.json").unlink()
     (tmp_path / "ghost" / "mini").mkdir(parents=True)
     (tmp_path / "ghost" / "mini" / "x.json").write_text("{}")
     with pytest.raises(RecordError, match="ghost/mini/x.json: field 'paper': no spec"):

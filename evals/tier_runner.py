@@ -3,7 +3,9 @@ evaluators, check the targets, write one record per run."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import time
@@ -70,13 +72,44 @@ def _own_target_checks(paper: str, tier: str, arm: str, metrics: dict[str, float
     return checks
 
 
+class RunInProgress(RuntimeError):
+    """Another process is running the same paper, tier, arm and seed."""
+
+
+@contextlib.contextmanager
+def exclusive(resolved: ResolvedRun, runs: Path):
+    """Hold runs/<paper>/<tier>/<arm>-s<seed>.lock while the run lasts; refuse a second run of the
+    same (paper, tier, arm, seed) meanwhile, which would make a second record of that seed. The
+    lock (flock) goes with the process that holds it, so a killed run leaves none behind."""
+    path = runs / resolved.paper / resolved.tier / f"{resolved.arm}-s{resolved.seed}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RunInProgress(f"{path}: {resolved.paper}/{resolved.tier} arm {resolved.arm!r} seed {resolved.seed} "
+                                f"is being run already ({f.read().strip() or 'another process'}); wait for it to "
+                                "end: a seed is run once") from None
+        f.truncate(0)
+        f.write(f"process {os.getpid()} since {now_iso()}\n")
+        f.flush()
+        yield
+
+
 def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
-    """Train, evaluate and record one (paper, tier, arm, seed). Returns the record's path."""
+    """Train, evaluate and record one (paper, tier, arm, seed), alone (`exclusive`). Returns the
+    record's path."""
+    with exclusive(resolved, opts.runs):
+        return _run_one(resolved, opts)
+
+
+def _run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
     spec = load_spec(resolved.paper)
     evaluators = evaluators_for(resolved.paper, resolved.tier)  # fail on a bad option before training
     module = paper_module(resolved.module)
     device = select_device(opts.device)
-    config, cfg_dict = resolved.config, resolved.config_dict
+    cfg_dict = resolved.config_dict
     chash = config_hash(cfg_dict)
     run_root = opts.runs / resolved.paper / resolved.tier
     run_dir = _find_resumable(run_root, resolved.arm, resolved.seed, chash) if opts.resume else None
@@ -91,6 +124,20 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
     }
     meta["status"] = "running"
     meta_path.write_text(json.dumps(meta, indent=1))
+    try:
+        path = _train_and_record(resolved, opts, spec, evaluators, module, device, run_id, run_dir, meta)
+    except BaseException:  # stopped, or crashed: the folder says so, and --resume finds it
+        meta["status"] = "interrupted"
+        meta_path.write_text(json.dumps(meta, indent=1))
+        raise
+    meta.update(status="done", record=str(path))
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def _train_and_record(resolved: ResolvedRun, opts: RunOptions, spec, evaluators, module, device, run_id: str,
+                      run_dir: Path, meta: dict) -> Path:
+    config, cfg_dict = resolved.config, resolved.config_dict
 
     rev, dirty = provenance.git_revision()  # the code the run starts from
     files = provenance.source_files(resolved.module)
@@ -144,8 +191,6 @@ def run_one(resolved: ResolvedRun, opts: RunOptions) -> Path:
     )
     path = write_record(record, opts.results)
     publish_images(run_dir, path)
-    meta.update(status="done", record=str(path))
-    meta_path.write_text(json.dumps(meta, indent=1))
     return path
 
 

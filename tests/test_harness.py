@@ -171,3 +171,24 @@ def test_importing_the_harness_pins_torch_to_avx2_kernels_unless_the_user_chose(
     chosen = subprocess.run([sys.executable, "-c", probe], env={**env, "ATEN_CPU_CAPABILITY": "default"},
                             capture_output=True, text=True, check=True).stdout.strip()
     assert chosen == "DEFAULT"
+
+
+def test_an_interrupted_run_says_so_in_its_folder(run_opts, monkeypatch, tmp_path):
+    interrupted = interrupt(smoke(), run_opts, tmp_path, monkeypatch, after=100)
+    [meta] = interrupted.runs.rglob("run.json")
+    assert json.loads(meta.read_text())["status"] == "interrupted"
+
+
+def test_a_second_run_of_the_same_seed_is_refused_while_the_first_runs(run_opts, capsys, monkeypatch):
+    from evals.tier_runner import RunInProgress, exclusive
+
+    with exclusive(smoke(), run_opts.runs):  # the first run, in progress
+        with pytest.raises(RunInProgress, match=r"sac/smoke arm 'ours' seed 1 is being run already \(process \d+"):
+            run_one(smoke(), run_opts)
+        monkeypatch.setenv("REPRO_RUNS", str(run_opts.runs))
+        monkeypatch.setenv("REPRO_RESULTS", str(run_opts.results))
+        code = cli.main(["reproduce", "sac", "--tier", "smoke", "--arms", "ours", "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err[-1].startswith("repro: error: ") and "is being run already" in err[-1]
+    assert not list(run_opts.results.rglob("*.json"))
+    assert load_record(run_one(smoke(), run_opts)).status == "ok"  # the lock went with the first run

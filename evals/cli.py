@@ -14,9 +14,10 @@ from pathlib import Path
 from evals.checkpoint import CheckpointError, sha256_file
 from evals.config import paper_module, parse_overrides, parse_seeds, resolve
 from evals import paths
-from evals.record import RecordError, load_record, load_records
-from evals.spec import TIER_NAMES, SpecError, all_specs, get_tier, load_spec, paper_ids, unknown_paper
+from evals.record import RecordError, load_record, read_records
+from evals.spec import TIER_NAMES, SpecError, get_tier, load_spec, paper_ids, readable_specs, unknown_paper
 from evals.status import paper_status, staleness
+from evals.tier_runner import RunInProgress
 from evals.summary import table, tier_summary
 
 
@@ -28,15 +29,35 @@ def _spec(paper: str):
 
 
 # -- list / show / status -----------------------------------------------------------------------
+def _say_unreadable(errors: list[Exception]) -> None:
+    """Name each spec or record that could not be read (the others were listed) and exit 1."""
+    for e in errors:
+        print(f"repro: invalid, left out: {e}", file=sys.stderr)
+    if errors:
+        raise SystemExit(1)
+
+
+def _papers(paper: str | None) -> tuple[list, list[Exception]]:
+    """The specs to list (one paper's, or every readable one) and the errors of those unreadable."""
+    return ([_spec(paper)], []) if paper else readable_specs()
+
+
+def _status_of(specs) -> tuple[list, list[Exception]]:
+    out, invalid = [], []
+    for spec in specs:
+        records, bad = read_records(spec.id)
+        out.append(paper_status(spec, records))
+        invalid += bad
+    return out, invalid
+
+
 def cmd_list(args) -> None:
-    rows = []
-    for spec in all_specs():
-        records = load_records(spec.id)
-        row = {"paper": spec.id, "area": spec.area, "year": spec.year}
-        for ts in paper_status(spec, records):
-            row[ts.tier] = ts.status
-        rows.append(row)
+    specs, errors = _papers(None)
+    statuses, invalid = _status_of(specs)
+    rows = [{"paper": spec.id, "area": spec.area, "year": spec.year} | {ts.tier: ts.status for ts in tiers}
+            for spec, tiers in zip(specs, statuses)]
     print(table(rows))
+    _say_unreadable(errors + invalid)
 
 
 WIDTH = 100  # `repro show` fits a 100-column terminal: long fields wrap under their label
@@ -93,12 +114,12 @@ def cmd_show(args) -> None:
 
 
 def cmd_status(args) -> None:
-    specs = [_spec(args.paper)] if args.paper else all_specs()
-    out = []
-    for spec in specs:
-        out.extend(paper_status(spec, load_records(spec.id)))
+    specs, errors = _papers(args.paper)
+    statuses, invalid = _status_of(specs)
+    out = [ts for tiers in statuses for ts in tiers]
     if args.json:
         print(json.dumps([ts.as_json() for ts in out], indent=1))
+        _say_unreadable(errors + invalid)
         return
     rows = [{"paper": ts.paper, "tier": ts.tier, "status": ts.status, "seeds": ",".join(map(str, ts.seeds)) or "-",
              "targets": f"{ts.targets_met}/{len(ts.targets)}", "stale": len(ts.stale), "newest run": ts.newest or "-"}
@@ -108,6 +129,7 @@ def cmd_status(args) -> None:
         for ts in out:
             for t in ts.targets:
                 print(f"{ts.tier}: {'MET    ' if t.met else 'NOT MET'} {t.expr} [{t.test}]: {t.detail}")
+    _say_unreadable(errors + invalid)
 
 
 # -- reproduce ----------------------------------------------------------------------------------
@@ -154,7 +176,7 @@ def _time_estimate(paper: str, tier: str, arms: list[str], n_jobs: int) -> str:
     """How long the runs should take, from the wall times of this tier's recorded runs (an arm's
     median, or the tier's for an arm without records), saying how many records are current or stale."""
     spec = load_spec(paper)
-    records = [r for r in load_records(paper) if r.tier == tier and r.status == "ok"]
+    records = [r for r in read_records(paper, tier)[0] if r.status == "ok"]
     if not records:
         return "estimate: none, no run of this tier is recorded in results/ yet"
     by_arm: dict[str, list[float]] = {}
@@ -287,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (SpecError, RecordError, CheckpointError) as e:
+    except (SpecError, RecordError, CheckpointError, RunInProgress) as e:
         print(f"repro: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

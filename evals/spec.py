@@ -270,7 +270,23 @@ def load_spec_file(path: Path) -> Spec:
         raise SpecError(f"{path}: field '{_format_loc(err['loc'])}': {err['msg']}{more}") from None
     if spec.id != path.parent.name:
         raise SpecError(f"{path}: field 'id': {spec.id!r} does not match its folder {path.parent.name!r}")
+    for name, tier in spec.tiers.items():
+        check_metric_names(tier, f"{path}: field 'tiers.{name}")
     return spec
+
+
+def check_metric_names(tier: Tier, where: str) -> None:
+    """Each metric a target or a sweep names is one that an evaluator of the tier reports."""
+    from evals.evaluators import resolve_evaluator  # the evaluators read the spec's models: import late
+
+    evaluators = [resolve_evaluator(e, f"{where}.evaluators[{i}]'") for i, e in enumerate(tier.evaluators)]
+    named = [(f"targets[{i}]", term.metric) for i, t in enumerate(tier.targets) for term in t.parsed[::2] if term.metric]
+    named += [(f"sweeps[{i}].metrics", m) for i, s in enumerate(tier.sweeps) for m in s.metrics]
+    for field_, metric in named:
+        if not any(ev.reports(metric, options) for ev, options in evaluators):
+            kinds = ", ".join(ev.name for ev, _ in evaluators) or "none"
+            raise SpecError(f"{where}.{field_}': no evaluator of the tier reports a metric {metric!r} "
+                            f"(evaluators: {kinds})")
 
 
 def paper_ids() -> list[str]:
@@ -291,18 +307,35 @@ def load_spec(paper: str) -> Spec:
     return load_spec_file(path)
 
 
+def link_problem(spec: Spec, known: set[str], root: Path = REPRODUCTIONS) -> SpecError | None:
+    """Why `spec`'s `builds_on` is wrong (a paper not in `known`), None when it is not."""
+    missing = [b for b in spec.builds_on if b not in known]
+    return SpecError(f"{root / spec.id / 'spec.yaml'}: field 'builds_on': unknown paper(s) {missing}") if missing else None
+
+
 def with_checked_links(specs: list[Spec], root: Path = REPRODUCTIONS) -> list[Spec]:
     """`specs` (each read from `root/<id>/spec.yaml`), once every `builds_on` names one of them."""
-    known = {s.id for s in specs}
     for s in specs:
-        missing = [b for b in s.builds_on if b not in known]
-        if missing:
-            raise SpecError(f"{root / s.id / 'spec.yaml'}: field 'builds_on': unknown paper(s) {missing}")
+        if problem := link_problem(s, {s.id for s in specs}, root):
+            raise problem
     return specs
 
 
 def all_specs() -> list[Spec]:
     return with_checked_links([load_spec(p) for p in paper_ids()])
+
+
+def readable_specs() -> tuple[list[Spec], list[SpecError]]:
+    """Every paper's spec that loads, and the error of each that does not (one broken spec does
+    not hide the others)."""
+    specs, errors = [], []
+    for paper in paper_ids():
+        try:
+            specs.append(load_spec(paper))
+        except SpecError as e:
+            errors.append(e)
+    problems = [link_problem(s, set(paper_ids())) for s in specs]
+    return [s for s, p in zip(specs, problems) if p is None], errors + [p for p in problems if p]
 
 
 def get_tier(spec: Spec, tier: str) -> Tier:

@@ -20,6 +20,7 @@ tiers:
   mini:
     seeds: [1, 2]
     arms: {ours: {}, base: {}}
+    evaluators: [{kind: rl_return, episodes: 2}]
     targets:
       - {expr: "return[ours] >= -200"}
 """
@@ -133,3 +134,45 @@ def test_dry_run_of_the_full_tier(capsys):
     code, out, _ = run_cli(capsys, "reproduce", "sac", "--tier", "full", "--dry-run", "--arms", "ours,ours_humanoid")
     assert code == 0
     assert "parameters" in out and "one optimisation step" in out and "dry run of sac/full: ok" in out
+
+
+def test_a_target_on_a_metric_no_evaluator_reports_is_a_spec_error(tmp_path):
+    path = write(tmp_path, GOOD.replace('"return[ours] >= -200"', '"retrun[ours] >= -200"'))
+    with pytest.raises(SpecError) as e:
+        load_spec_file(path)
+    assert str(e.value) == (f"{path}: field 'tiers.mini.targets[0]': no evaluator of the tier reports a metric "
+                            "'retrun' (evaluators: rl_return)")
+
+
+def test_one_broken_spec_does_not_stop_list_and_status(capsys, monkeypatch, tmp_path):
+    import evals.spec
+
+    real = evals.spec.load_spec
+
+    def broken_sac(paper):
+        if paper == "sac":
+            raise SpecError("reproductions/sac/spec.yaml: field 'tiers.mini.targets[0]': broken")
+        return real(paper)
+
+    monkeypatch.setattr(evals.spec, "load_spec", broken_sac)
+    for command in ("list", "status"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([command])
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 1 and " ppo " in out and " sac " not in out, out
+        assert err.strip() == "repro: invalid, left out: reproductions/sac/spec.yaml: field 'tiers.mini.targets[0]': broken"
+
+
+def test_a_malformed_record_does_not_stop_status(capsys, monkeypatch, tmp_path):
+    from tests.factories import make_record
+    from evals.record import write_record
+
+    write_record(make_record(), tmp_path)
+    bad = tmp_path / "sac" / "mini" / "sac-mini-ours-s2-x.json"
+    bad.write_bytes(b"\xff\xfe")
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["status", "sac"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 1 and "sac  mini implemented" in out
+    assert err.strip() == f"repro: invalid, left out: {bad}: not UTF-8 text (byte 0xff at offset 0)"

@@ -10,10 +10,15 @@ A summary metric is checkable from the record alone when it is the mean of the s
 name; an evaluator whose metrics are derived otherwise (an accuracy from per-image correctness,
 BLEU from n-gram counts, a slope fitted to measurements) registers `derive`, which recomputes
 them from a result's samples and protocol, so `repro verify` can check those too.
+
+Each evaluator also declares the names of the metrics it reports (`metric_names(options)`, shell
+patterns where a name carries a task or a method), so that a spec's target naming a metric no
+evaluator of its tier reports is an error when the spec is loaded, not a target never met.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -42,7 +47,11 @@ class Evaluator:
     version: int
     options: type[BaseModel]
     fn: Callable[[Any, Any, BaseModel], Measured]
+    metric_names: Callable[[BaseModel], list[str]]
     derive: Callable[[EvalResult], dict[str, float]] | None = None
+
+    def reports(self, metric: str, options: BaseModel) -> bool:
+        return any(fnmatch.fnmatchcase(metric, p) for p in self.metric_names(options))
 
     def __call__(self, agent, config, options: BaseModel) -> EvalResult:
         m = self.fn(agent, config, options)
@@ -53,10 +62,10 @@ class Evaluator:
 REGISTRY: dict[str, Evaluator] = {}
 
 
-def register(name: str, version: int, options: type[BaseModel],
+def register(name: str, version: int, options: type[BaseModel], metric_names: Callable[[BaseModel], list[str]],
              derive: Callable[[EvalResult], dict[str, float]] | None = None):
     def deco(fn) -> Evaluator:  # the name now calls the registered evaluator: an EvalResult, stamped
-        REGISTRY[name] = Evaluator(name, version, options, fn, derive)
+        REGISTRY[name] = Evaluator(name, version, options, fn, metric_names, derive)
         return REGISTRY[name]
 
     return deco
@@ -80,6 +89,12 @@ def _load_builtin() -> None:
     """Import every module of this package once; each registers its evaluators."""
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
+
+
+def registered_version(name: str) -> int | None:
+    """The version of the evaluator of that name in this code, None where there is none."""
+    _load_builtin()
+    return REGISTRY[name].version if name in REGISTRY else None
 
 
 def derived_metrics(result: EvalResult) -> dict[str, float]:

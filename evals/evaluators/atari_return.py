@@ -52,7 +52,8 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"best_return": max(result.samples["return"])} if result.samples else {}
 
 
-@register("atari_return", version=1, options=AtariReturnOptions, derive=derive)
+@register("atari_return", version=1, options=AtariReturnOptions, derive=derive,
+          metric_names=lambda o: ["return", "best_return", "episode_length"])
 def atari_return(agent, config, options: AtariReturnOptions) -> Measured:
     actor = capability(agent, Actor, "atari_return")
     atari = is_atari(config.env_id)

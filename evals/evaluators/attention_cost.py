@@ -59,8 +59,13 @@ def derive(result: EvalResult) -> dict[str, float]:
                      _measurements(result.samples, "tokens_per_s", p["speed_lengths"]), p["ours"])
 
 
+def metric_names(o: AttentionCostOptions) -> list[str]:
+    return ["max_abs_error", "memory_exponent_*", f"memory_mib_at_max_n_{o.ours}", f"memory_ratio_*_to_{o.ours}",
+            "tokens_per_s_*", f"speed_ratio_{o.ours}_to_*"]
+
+
 # version 2: samples named <quantity>_by_n_<method>, apart from the metrics
-@register("attention_cost", version=2, options=AttentionCostOptions, derive=derive)
+@register("attention_cost", version=2, options=AttentionCostOptions, derive=derive, metric_names=metric_names)
 def attention_cost(agent, config, options: AttentionCostOptions) -> Measured:
     agent = capability(agent, AttentionMeasurements, "attention_cost")
     memory = {method: {n: b / 2**20 for n, b in row.items()} for method, row in agent.memory.items()}

@@ -39,7 +39,7 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"bleu": corpus_bleu_from_samples(result.samples)} if result.samples else {}
 
 
-@register("bleu", version=1, options=BLEUOptions, derive=derive)
+@register("bleu", version=1, options=BLEUOptions, derive=derive, metric_names=lambda o: ["bleu", "exact_match"])
 def bleu(agent, config, options: BLEUOptions) -> Measured:
     if not isinstance(agent, Translator):
         return Measured(metrics={},

@@ -45,7 +45,8 @@ def derive(result: EvalResult) -> dict[str, float]:
     return out
 
 
-@register("classification", version=1, options=ClassificationOptions, derive=derive)
+@register("classification", version=1, options=ClassificationOptions, derive=derive,
+          metric_names=lambda o: [f"{o.prefix}accuracy", f"{o.prefix}top{o.top_k}_accuracy"])
 def classification(agent, config, options: ClassificationOptions) -> Measured:
     split = options.split or HELDOUT[config.dataset]
     ds = image_dataset(config.dataset, split, config.image_size, getattr(config, "data_root", None), options.n)

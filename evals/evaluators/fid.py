@@ -29,6 +29,9 @@ from evals.contract import ImageSampler, capability
 from evals.evaluators import Measured, register
 
 
+METRICS = ("fid", "fid_real_floor", "fid_noise_baseline", "kid", "kid_real_floor", "isc", "isc_real")
+
+
 class FIDOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset: Literal["digits", "shapes", "cifar10"] = "digits"
@@ -99,7 +102,7 @@ def fidelity(images: torch.Tensor, reference: torch.Tensor, options: FIDOptions,
             "isc": out["inception_score_mean"]}
 
 
-@register("fid", version=1, options=FIDOptions)
+@register("fid", version=1, options=FIDOptions, metric_names=lambda o: list(METRICS))
 def fid(agent, config, options: FIDOptions) -> Measured:
     import torch_fidelity
 

@@ -57,7 +57,13 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"val_loss": nats / p["tokens"], "bits_per_byte": nats / math.log(2) / p["bytes"]}
 
 
-@register("lm_loss", version=1, options=LMLossOptions, derive=derive)
+# The statistics a model that ReportsStatistics adds to the metrics, by name: a mixture of experts'
+# routing balance (expert_share_max, expert_share_min, expert_share_<i>). A new kind adds its pattern.
+MODEL_STATISTICS = ["expert_share_*"]
+
+
+@register("lm_loss", version=1, options=LMLossOptions, derive=derive,
+          metric_names=lambda o: ["val_loss", "bits_per_byte", "unigram_bits_per_byte", *MODEL_STATISTICS])
 @torch.no_grad()
 def lm_loss(agent, config, options: LMLossOptions) -> Measured:
     if not isinstance(agent, LanguageModel):
@@ -105,7 +111,7 @@ class LMEvalOptions(BaseModel):
     batch_size: int = Field(1, ge=1)  # for Hugging Face checkpoints
 
 
-@register("lm_eval", version=1, options=LMEvalOptions)
+@register("lm_eval", version=1, options=LMEvalOptions, metric_names=lambda o: [f"{task}_*" for task in o.tasks])
 def lm_eval_tasks(agent, config, options: LMEvalOptions) -> Measured:
     """lm-eval tasks through `evals/lm_eval_bridge.py`: our models as an lm-eval LM, or a published
     Hugging Face checkpoint (an agent with `checkpoint_path`) through lm-eval's own `hf` model.

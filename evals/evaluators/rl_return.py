@@ -22,7 +22,7 @@ class RLReturnOptions(BaseModel):
     seed_base: int = 1_000_000
 
 
-@register("rl_return", version=1, options=RLReturnOptions)
+@register("rl_return", version=1, options=RLReturnOptions, metric_names=lambda o: ["return", "episode_length"])
 def rl_return(agent, config, options: RLReturnOptions) -> Measured:
     actor = capability(agent, Actor, "rl_return")
     seeds = [options.seed_base + i for i in range(options.episodes)]

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import pickle
+import re
 import shutil
 import subprocess
 from datetime import date, datetime, timedelta, timezone
@@ -28,7 +29,7 @@ from evals.status import current_source_hash, tier_status
 from evals.verify import VerifyOptions, verify
 from evals.verify.checks import MAX_RECORD_BYTES
 from evals.verify.repo import changed_records, rotating_sample
-from evals.verify.report import RecordReport
+from evals.verify.report import RecordReport, shown
 from evals.verify.rerun import compare_curves, mean_difference_ci, safetensors_problem
 from tests.factories import make_record
 
@@ -101,6 +102,7 @@ def test_genuine_record_is_accepted_after_re_execution(work):
 def test_prefix_re_execution_accepts_and_catches_an_edited_curve(work, monkeypatch):
     opts, path, rec = work
     monkeypatch.setattr(load_spec("sac").tiers["smoke"], "verify_steps", 200)
+    opts = dataclasses.replace(opts, budget_s=0)  # no budget for a whole run: the prefix only
     report = verify([path], dataclasses.replace(opts, rerun=True))
     assert report.ok and "prefix: steps up to 200" in report.records[0].passed[-1], report.text()
     step, wall, value = rec.curves["critic_loss"][1]
@@ -226,9 +228,24 @@ def test_re_used_seed(work):
         setattr(again.provenance, field, t.isoformat())
     later = write_record(again, opts.results)
     report = verify([path, later], opts)
-    assert not findings(report, path)  # the first run of a seed stands
-    rejected_for(report, later, "consistency", "seed", "seed 1 of arm 'ours' was run already")
-    rejected_for(report, later, "consistency", "provenance.checkpoint_sha256", "one run recorded twice")
+    for p in (path, later):  # neither is in the history: times written in a record prove no order
+        rejected_for(report, p, "consistency", "seed", "seed 1 of arm 'ours' has another result under the same code")
+        rejected_for(report, p, "consistency", "provenance.checkpoint_sha256", "one run recorded twice")
+
+
+def test_the_record_in_the_history_stands_whatever_the_times_say(work):
+    opts, _, rec = work
+    opts = dataclasses.replace(opts, results=opts.repo / f"results-{rec.run_id}")
+    genuine = write_record(rec, opts.results)
+    commit_all(opts.repo, "the genuine record")
+    forged = rec.model_copy(deep=True)
+    forged.run_id = rec.run_id[:-6] + "000000"
+    forged.provenance.finished_at = "2000-01-01T00:00:00+00:00"  # claims to be the first run of the seed
+    forged.provenance.checkpoint_sha256 = "e" * 64
+    forged_path = write_record(forged, opts.results)
+    report = verify([genuine, forged_path], opts)
+    assert not [f for f in findings(report, genuine) if f[0] == "consistency"], report.text()
+    rejected_for(report, forged_path, "consistency", "seed", "has another result under the same code")
 
 
 def test_unknown_arm_and_seed_and_overridden_config(work):
@@ -325,7 +342,7 @@ def test_full_record_is_re_evaluated_and_accepted(full_work):
     path = write_record(rec, opts.results)
     report = verify([path], opts)
     assert report.ok, report.text()
-    assert report.records[0].passed[-1].startswith("re-evaluation (2 claimed mean(s) within the 99% bootstrap")
+    assert report.records[0].passed[-1].startswith("re-evaluation (2 claimed metric(s) within the 99% bootstrap")
 
 
 def test_inflated_full_claim_is_rejected(full_work):
@@ -419,9 +436,9 @@ def test_changed_records_against_the_base(tmp_path):
     (results / "old.json").write_text('{"edited": 1}')
     (results / "gone.json").unlink()
     opts = VerifyOptions(repo=repo, results=repo / "results")
-    paths, edited = changed_records(opts, "main")
-    assert sorted(p.name for p in paths) == ["new.json", "old.json", "untracked.json"]
-    assert edited == [("results/sac/mini/gone.json", "D"), ("results/sac/mini/old.json", "M")]
+    changes = changed_records(opts, "main")
+    assert sorted(p.name for p in changes.records) == ["new.json", "old.json", "untracked.json"]
+    assert changes.edited == [("results/sac/mini/gone.json", "D"), ("results/sac/mini/old.json", "M")]
 
 
 def test_rotating_sample_covers_every_record_in_turn():
@@ -455,3 +472,180 @@ def test_committed_records_pass_the_static_checks():
     report = verify(paths, VerifyOptions(rerun=False))
     assert len(report.records) == len(paths)
     assert report.ok, report.text()
+
+
+# -- issue 12: verification that cannot be fooled ---------------------------------------------
+def consistent_with(rec: Record, shift: float) -> Record:
+    """`rec` with its final evaluation rewritten, every number consistent with the others."""
+    ev = rec.evaluations[0]
+    ev.samples["return"] = [x + shift for x in ev.samples["return"]]
+    ev.metrics["return"] = rec.metrics["return"] = float(np.mean(ev.samples["return"]))
+    rec.targets = _own_target_checks(rec.paper, rec.tier, rec.arm, rec.metrics)
+    return rec
+
+
+def test_a_rewritten_final_evaluation_is_caught_by_re_execution_to_the_end(work, monkeypatch):
+    opts, path, rec = work
+    monkeypatch.setattr(load_spec("sac").tiers["smoke"], "verify_steps", 200)  # a prefix would see no evaluation
+    rewrite(path, consistent_with(rec, 25.0))
+    report = verify([path], dataclasses.replace(opts, rerun=True))
+    rejected_for(report, path, "re-execution", "metrics.return", "recorded")
+    rejected_for(report, path, "re-execution", "evaluations[0].samples.return", "recorded")
+    assert report.plan[0].endswith("every one to the end"), report.plan
+
+
+def test_a_failed_record_is_re_executed_like_any_other(work, monkeypatch):
+    opts, path, rec = work
+    monkeypatch.setattr(load_spec("sac").tiers["smoke"], "verify_steps", 200)
+    rec.status, rec.error = "failed", "'critic_loss' became nan at step 290: the run diverged"  # hides a result
+    rec.metrics, rec.evaluations, rec.targets = {}, [], []
+    rewrite(path, rec)
+    assert verify([path], opts).ok  # consistent on its face
+    report = verify([path], dataclasses.replace(opts, rerun=True))
+    rejected_for(report, path, "re-execution", "status", "recorded 'failed', the re-execution ended 'ok'")
+
+
+def test_a_record_with_nothing_to_compare_is_rejected(work):
+    opts, path, rec = work
+    rec.curves = {}
+    rec.evaluations[0].samples = {}
+    rewrite(path, rec)
+    rejected_for(verify([path], opts), path, "consistency", "curves", "nothing a re-execution or a re-evaluation")
+
+
+def test_over_the_budget_a_draw_the_contributor_cannot_choose_picks_the_whole_runs(made):
+    from evals.verify.plan import draw_seed, plan_reexecution
+
+    repo, _ = made
+    records = {Path(f"/r/sac-mini-ours-s{i}.json"): make_record(run_id=f"sac-mini-ours-s{i}-x", seed=i) for i in range(1, 7)}
+    opts = VerifyOptions(repo=repo, budget_s=3 * 300, draw_seed="merge-commit-1")  # each record states 300 s
+    plan = plan_reexecution(records, opts)
+    assert len(plan.whole) == 3 and plan == plan_reexecution(records, opts)
+    assert "3 drawn with seed merge-commit" in plan.lines[0] and "3 prefix-checked" in plan.lines[0]
+    assert all(shown(p) in plan.lines[1 if p in plan.whole else 2] for p in records)
+    draws = {plan_reexecution(records, dataclasses.replace(opts, draw_seed=f"merge-commit-{i}")).whole for i in range(8)}
+    assert len(draws) > 1  # the seed, not the contributor, decides
+    assert plan_reexecution(records, dataclasses.replace(opts, budget_s=6 * 300)).whole == frozenset(records)
+    assert draw_seed(dataclasses.replace(opts, draw_seed=None)) == git(repo, "rev-parse", "HEAD")
+    assert len(plan_reexecution(records, dataclasses.replace(opts, budget_s=1)).whole) == 1  # never none ...
+    assert not plan_reexecution(records, dataclasses.replace(opts, budget_s=0)).whole  # ... unless asked
+
+
+def test_an_evaluator_version_from_the_future_is_rejected_not_stale(work):
+    opts, path, rec = work
+    rec.evaluations[0].version = 2
+    rewrite(path, rec)
+    report = verify([path], opts)
+    rejected_for(report, path, "schema", "evaluations[0].version", "rl_return v2, newer than this code's v1")
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda text: text.replace('"arm": "ours"', '"arm": ' + "[" * 100_000), "nested too deeply"),
+    (lambda text: text.replace('"run_id": "', '"run_id": "\xe9'), "not UTF-8 text (byte 0xe9"),
+    (lambda text: text.replace('"seed": 1', '"seed": 1' + "0" * 5000), "Exceeds the limit"),
+    (lambda text: re.sub(r'"wall_time_s": [0-9.]+', '"wall_time_s": 1e999', text), "provenance.wall_time_s"),
+    (lambda text: text.replace('"curves": {', '"curves": {"nan_curve": [[1, 0.5, NaN]], ', 1), "curves.nan_curve"),
+    (lambda text: text.replace('"checkpoint_path": "', '"checkpoint_path": "../../../etc/'), "not a path inside the repository"),
+    (lambda text: text.replace('"critic_loss"', '"<img src=x onerror=alert(1)>"', 1), "String should match pattern"),
+    (lambda text: text.replace('"critic_loss"', '"$\\\\alpha$"', 1), "String should match pattern"),
+])
+def test_a_malformed_record_is_one_schema_line(work, damage, says):
+    opts, path, _ = work
+    path.write_bytes(damage(path.read_text()).encode("latin-1"))
+    report = verify([path], opts)
+    [(check, field, reason)] = findings(report, path)
+    assert check == "schema" and says in f"{field}: {reason}" and "\n" not in reason, (check, field, reason)
+
+
+def test_a_nested_safetensors_header_is_refused(tmp_path):
+    header = b'{"w": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    nested = tmp_path / "nested.safetensors"
+    nested.write_bytes(len(header).to_bytes(8, "little") + header)
+    assert "nested too deeply" in safetensors_problem(nested)
+
+
+def test_a_full_record_carries_the_samples_of_every_metric(full_work):
+    opts, rec = full_work
+    del rec.evaluations[0].samples["episode_length"]
+    path = write_record(rec, opts.results)
+    rejected_for(verify([path], dataclasses.replace(opts, rerun=False)), path, "consistency", "evaluations[0].metrics",
+                 "episode_length: no per-sample values")
+
+
+def test_re_evaluation_tests_a_metric_derived_from_the_samples():
+    from evals.verify.rerun import check_claims
+
+    def result(correct):
+        return EvalResult(evaluator="classification", version=1, metrics={"accuracy": float(np.mean(correct))},
+                          samples={"correct": [float(c) for c in correct]})
+
+    rng = np.random.default_rng(0)
+    fresh = result(rng.random(400) < 0.6)
+    honest, inflated = result(rng.random(400) < 0.6), result(rng.random(400) < 0.9)
+    rep = RecordReport(Path("x.json"))
+    assert check_claims(honest, 0, fresh, VerifyOptions(), rep) == 1 and not rep.failures
+    check_claims(inflated, 0, fresh, VerifyOptions(), rep)
+    assert [(f.field, "excludes 0" in f.reason) for f in rep.failures] == [("evaluations[0].metrics.accuracy", True)]
+
+
+def _tree(tmp_path):
+    """A repository whose main branch holds a genuine record's place, and a branch that adds
+    things under results/ that may not lie there."""
+    repo = tmp_path / "repo"
+    tier = repo / "results" / "sac" / "smoke"
+    tier.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    (tier / "sac-smoke-ours-s1-x.json").write_text("{}")
+    commit_all(repo)
+    git(repo, "checkout", "-q", "-b", "contrib")
+    (tier / "sac-smoke-ours-s1-x").mkdir()
+    (tier / "sac-smoke-ours-s1-x" / "r\u00e9sum\u00e9\t\"x\".png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 2_000_001)
+    (tier / "notes.txt").write_text("hello")
+    (tier / "orphan").mkdir()
+    (tier / "orphan" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tier / "folder.json").mkdir()
+    (tier / "folder.json" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tier / "linked.json").symlink_to(tier / "sac-smoke-ours-s1-x.json")
+    (repo / "outside").mkdir()
+    (repo / "results" / "sac" / "mini").symlink_to(repo / "outside", target_is_directory=True)
+    commit_all(repo)
+    return repo
+
+
+def test_every_path_a_change_touches_under_results_is_checked(tmp_path):
+    from evals.verify.tree import tree_reports
+
+    repo = _tree(tmp_path)
+    opts = VerifyOptions(repo=repo, results=repo / "results")
+    changes = changed_records(opts, "main")
+    rejected = {r.path.relative_to(opts.results).as_posix(): r.failures[0].reason
+                for r in tree_reports(opts.results, changes.records + changes.other)}
+    assert rejected == {
+        "sac/smoke/sac-smoke-ours-s1-x/r\u00e9sum\u00e9\t\"x\".png": "r\u00e9sum\u00e9\t\"x\".png: 2,000,009 bytes, over the 2,000,000 allowed",
+        "sac/smoke/notes.txt": "neither a record (results/<paper>/<tier>/<run_id>.json) nor an image in the folder beside one",
+        "sac/smoke/orphan/a.png": "neither a record (results/<paper>/<tier>/<run_id>.json) nor an image in the folder beside one",
+        "sac/smoke/folder.json/b.png": "neither a record (results/<paper>/<tier>/<run_id>.json) nor an image in the folder beside one",
+        "sac/smoke/linked.json": "a symbolic link (or inside a linked folder): never followed, not allowed under results/",
+        "sac/mini": "a symbolic link (or inside a linked folder): never followed, not allowed under results/",
+    }
+
+
+def test_verify_all_walks_results_without_following_a_link(tmp_path):
+    from evals.record import record_files
+    from evals.verify.tree import tree_paths, tree_reports
+
+    repo = _tree(tmp_path)
+    (repo / "outside" / "planted.json").write_text("{}")
+    results = repo / "results"
+    assert [p.name for p in record_files(results=results)] == ["sac-smoke-ours-s1-x.json"]
+    rejected = {r.path.relative_to(results).as_posix() for r in tree_reports(results, tree_paths(results))}
+    assert rejected == {"sac/smoke/notes.txt", "sac/smoke/orphan", "sac/smoke/orphan/a.png", "sac/smoke/folder.json",
+                        "sac/smoke/folder.json/b.png", "sac/smoke/linked.json", "sac/mini"}
+
+
+def test_an_invalid_full_record_is_re_evaluated_like_any_other(full_work):
+    opts, rec = full_work
+    rec.status, rec.error = "invalid", "evaluation failed: RuntimeError: the simulator crashed"  # hides a bad seed
+    rec.metrics, rec.evaluations, rec.targets = {}, [], []
+    path = write_record(rec, opts.results)
+    rejected_for(verify([path], opts), path, "re-evaluation", "status", "scored afresh without error")

@@ -6,8 +6,10 @@
    record's, package versions are recorded;
 3. consistency: metrics recompute from the per-episode values, target checks from the spec,
    curves ordered, timestamps sane, run ids unique, each seed run once;
-4. re-execution (smoke, mini): the run, or its first `verify_steps` steps, run again
-   on the CPU gives the logged values;
+4. re-execution (smoke, mini): the run, to the end (within a budget; beyond it a draw the
+   contributor cannot choose decides which records run to the end and which up to their tier's
+   `verify_steps`: evals/verify/plan.py), run again on the CPU gives the status, the metrics, the
+   per-sample values and the logged values;
 5. re-evaluation (full): the checkpoint (safetensors, by sha256) scored afresh supports the claim;
 6. stale records (the code or spec moved on) are reported as warnings: kept, not counted.
 """
@@ -25,9 +27,11 @@ from evals.spec import SpecError, load_spec
 from evals.status import staleness, tier_status
 from evals.verify import checks
 from evals.verify.across import Known, check_across, index
+from evals.verify.plan import Plan, plan_reexecution
 from evals.verify.repo import SelectionError, VerifyOptions, all_records, changed_records, read_at, rotating_sample
 from evals.verify.report import RecordReport, Report, shown
 from evals.verify.rerun import reevaluate, reexecute
+from evals.verify.tree import tree_paths, tree_reports
 
 __all__ = ["VerifyOptions", "verify", "add_parser"]
 
@@ -38,7 +42,7 @@ def _stale_field(why: str) -> str:
     return "evaluations" if why.startswith("evaluator") else "provenance.source_hash"
 
 
-def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bool) -> RecordReport:
+def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bool, whole: bool) -> RecordReport:
     rep = RecordReport(path)
     rec = checks.load_checked(path, rep)
     if rec is None:
@@ -49,6 +53,7 @@ def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bo
     checks.check_provenance(rec, path, opts, rep)
     checks.check_metrics(rec, rep)
     checks.check_curves(rec, rep)
+    checks.check_comparable(rec, rep)
     checks.check_times(rec, rep)
     why = staleness(rec, found[0]) if found else None
     if why:  # checks against today's spec and code do not apply to a record that predates them
@@ -57,26 +62,29 @@ def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bo
         checks.check_config(rec, found[0], rep)
         checks.check_evaluations(rec, *found, rep)
         checks.check_targets(rec, rep)
-    check_across(rec, path, bool(found) and not why, known, rep)
+    check_across(rec, path, bool(found) and not why, known, opts.repo, rep)
     if not rep.failures:
         rep.passed.append("schema, provenance, consistency")
     if found and rerun:
-        _rerun(rec, *found, opts, rep, stale=bool(why))
+        _rerun(rec, *found, opts, rep, stale=bool(why), whole=whole)
     return rep
 
 
-def _rerun(rec: Record, spec, tier, opts: VerifyOptions, rep: RecordReport, stale: bool) -> None:
+def _rerun(rec: Record, spec, tier, opts: VerifyOptions, rep: RecordReport, stale: bool, whole: bool) -> None:
     full = rec.tier == "full"
     what = "re-evaluation" if full else "re-execution"
     if stale:
         rep.passed.append(f"no {what}: the record is stale (today's code would not be its code)")
     elif rep.failures:
         rep.passed.append(f"no {what}: the checks above failed")
-    elif full and rec.status != "ok":
-        rep.passed.append(f"no re-evaluation: the run ended {rec.status!r}, with no checkpoint to score")
+    elif full and rec.status == "failed":
+        rep.passed.append("no re-evaluation: the run diverged ('failed'), with no checkpoint to score")
     else:
         try:
-            (reevaluate if full else reexecute)(rec, spec, tier, opts, rep)
+            if full:
+                reevaluate(rec, spec, tier, opts, rep)
+            else:
+                reexecute(rec, spec, tier, opts, rep, whole=whole)
         except Exception as e:  # noqa: BLE001 - a run that cannot be repeated is this record's failure
             rep.fail(what, "(run)", f"{type(e).__name__}: {e}")
 
@@ -101,11 +109,11 @@ def status_lines(reports: list[RecordReport], known: list[Known]) -> list[str]:
     return lines
 
 
-def _guarded(path: Path, opts: VerifyOptions, known: list[Known], rerun: bool) -> RecordReport:
+def _guarded(path: Path, opts: VerifyOptions, known: list[Known], rerun: bool, whole: bool) -> RecordReport:
     """One record's report; a crash of the checks themselves is reported, not raised, so that it
     cannot hide the other records' reports."""
     try:
-        return verify_record(path, opts, known, rerun)
+        return verify_record(path, opts, known, rerun, whole)
     except Exception as e:  # noqa: BLE001
         rep = RecordReport(path)
         rep.fail("verify", "(record)", f"the checks crashed: {type(e).__name__}: {e}")
@@ -119,15 +127,22 @@ def verify(paths: list[Path], opts: VerifyOptions = VerifyOptions(), sample: int
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
     known = index(sorted({p.resolve() for p in [*all_records(opts), *paths]}))
-    rerun = set(rotating_sample(paths, sample, today)) if sample else set(paths)
-    report = Report()
+    rerun = set(rotating_sample(paths, sample, today) if sample else paths) if opts.rerun else set()
+    plan = _plan(rerun, known, opts)
+    report = Report(plan=plan.lines)
     for i, p in enumerate(paths):
         if progress:
             print(f"verify: [{i + 1}/{len(paths)}] {shown(p)}", file=sys.stderr, flush=True)
-        report.records.append(_guarded(p, opts, known, opts.rerun and p in rerun))
+        report.records.append(_guarded(p, opts, known, p in rerun, plan.runs_whole(p)))
     report.status = status_lines(report.records, known)
     report.elapsed_s = time.perf_counter() - t0
     return report
+
+
+def _plan(rerun: set[Path], known: list[Known], opts: VerifyOptions) -> Plan:
+    """How far each smoke and mini record to re-run is re-executed (evals/verify/plan.py)."""
+    wanted = {p.resolve() for p in rerun}
+    return plan_reexecution({k.path: k.record for k in known if k.path in wanted and k.record.tier != "full"}, opts)
 
 
 def recertification_problem(before: Record, after: Record) -> str | None:
@@ -172,18 +187,20 @@ def _history(report: Report, opts: VerifyOptions, edited: list[tuple[str, str]],
 def cmd_verify(args) -> None:
     opts = VerifyOptions(results=Path(args.results).absolute(), rerun=not args.no_rerun, rtol=args.rtol,
                          checkpoints=Path(args.checkpoints).absolute() if args.checkpoints else None,
-                         eval_episodes=args.eval_episodes)
+                         eval_episodes=args.eval_episodes, budget_s=args.budget_min * 60, draw_seed=args.draw_seed)
     try:
         if args.records:
-            paths, edited = [Path(p) for p in args.records], []
+            paths, edited, other = [Path(p) for p in args.records], [], []
         elif args.all:
-            paths, edited = all_records(opts), []
+            paths, edited, other = all_records(opts), [], tree_paths(opts.results)
         else:
-            paths, edited = changed_records(opts, args.base)
+            changes = changed_records(opts, args.base)
+            paths, edited, other = changes.records, changes.edited, changes.other
+        report = verify(paths, opts, args.sample, date.today() if args.rotate_by_date else date.min, progress=True)
     except SelectionError as e:
         print(f"repro: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    report = verify(paths, opts, args.sample, date.today() if args.rotate_by_date else date.min, progress=True)
+    report.records += tree_reports(opts.results, other)
     _history(report, opts, edited, args.base)
     print(report.as_json() if args.json else report.text())
     if not report.ok:
@@ -208,4 +225,9 @@ def add_parser(sub) -> None:
                    help=f"relative tolerance of re-executed values (default {VerifyOptions.rtol:g})")
     s.add_argument("--eval-episodes", type=int, default=VerifyOptions.eval_episodes, metavar="N",
                    help="full-tier re-evaluation budget per evaluator")
+    s.add_argument("--budget-min", type=float, default=VerifyOptions.budget_s / 60, metavar="MIN",
+                   help="re-execute every record to the end while their recorded wall times add up to at most this; "
+                        f"beyond it, a seeded draw picks those run to the end (default {VerifyOptions.budget_s / 60:g})")
+    s.add_argument("--draw-seed", metavar="TEXT", help="the seed of that draw (default: the HEAD revision; "
+                                                       "CI passes the merge commit it builds)")
     s.set_defaults(fn=cmd_verify)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from evals import provenance
 from evals.config import resolve
-from evals.evaluators import derived_metrics, resolve_evaluator
+from evals.evaluators import derived_metrics, registered_version, resolve_evaluator
 from evals.record import MAX_CURVE_POINTS, Record, RecordError, image_problem, load_record
 from evals.tier_runner import _own_target_checks
 from evals.spec import SpecError, Spec, Tier, load_spec
@@ -110,7 +110,20 @@ def check_spec(rec: Record, rep: RecordReport) -> tuple[Spec, Tier] | None:
         rep.fail("schema", "module", f"{rec.module!r}, but arm {rec.arm!r} runs {module!r}")
     if rec.provenance.spec_version > spec.version:
         rep.fail("schema", "provenance.spec_version", f"{rec.provenance.spec_version}, newer than the spec ({spec.version})")
+    check_evaluator_versions(rec, rep)
     return spec, tier
+
+
+def check_evaluator_versions(rec: Record, rep: RecordReport) -> None:
+    """No evaluation claims an evaluator this code does not have, or a version of it from the future
+    (an older version is only stale)."""
+    for i, ev in enumerate(rec.evaluations):
+        have = registered_version(ev.evaluator)
+        if have is None:
+            rep.fail("schema", f"evaluations[{i}].evaluator", f"{ev.evaluator!r} is no evaluator of this code")
+        elif ev.version > have:
+            rep.fail("schema", f"evaluations[{i}].version", f"{ev.evaluator} v{ev.version}, newer than this code's "
+                                                            f"v{have}: a version from the future")
 
 
 def check_config(rec: Record, spec: Spec, rep: RecordReport) -> None:
@@ -233,7 +246,11 @@ def check_metrics(rec: Record, rep: RecordReport) -> None:
                 continue
             if not math.isclose(value, expected, **EXACT):
                 rep.fail("consistency", f"{where}.metrics.{name}", f"{value!r}, but {how} is {expected!r}")
-        if unchecked:
+        if unchecked and rec.tier == "full":
+            rep.fail("consistency", f"{where}.metrics", f"{', '.join(unchecked)}: no per-sample values they recompute "
+                                                        "from; a full-tier claim is re-evaluated metric by metric, "
+                                                        "so each needs them")
+        elif unchecked:
             rep.warn("consistency", f"{where}.metrics", f"{', '.join(unchecked)}: the {ev.evaluator} evaluator "
                                                         "keeps no values they recompute from, not recomputed")
         merged.update(ev.metrics)
@@ -307,6 +324,14 @@ def check_curves(rec: Record, rep: RecordReport) -> None:
         if points and points[-1][1] > rec.provenance.wall_time_s + TIME_SLACK_S:
             rep.fail("consistency", where, f"logged at {points[-1][1]}s, after the run's wall time "
                                            f"({rec.provenance.wall_time_s}s)")
+
+
+def check_comparable(rec: Record, rep: RecordReport) -> None:
+    """A record holds something a re-execution or a re-evaluation can compare: a logged value or a
+    per-sample value."""
+    if not any(rec.curves.values()) and not any(xs for ev in rec.evaluations for xs in ev.samples.values()):
+        rep.fail("consistency", "curves", "no logged value and no per-sample value: nothing a re-execution "
+                                          "or a re-evaluation could compare")
 
 
 def _time(value: str, field_: str, rep: RecordReport) -> datetime | None:

@@ -43,6 +43,7 @@ class RecordReport:
 class Report:
     records: list[RecordReport] = field(default_factory=list)
     status: list[str] = field(default_factory=list)  # one line per (paper, tier) the records touch
+    plan: list[str] = field(default_factory=list)    # which records were re-executed to the end, which in part
     elapsed_s: float = 0.0
 
     @property
@@ -66,6 +67,7 @@ class Report:
                 lines.append(f"WARN {where}: {w.check}: {w.field}: {w.reason}")
             if r.accepted:
                 lines.append(f"ok   {where}: {'; '.join(r.passed)}")
+        lines.extend(self.plan)
         lines.extend(self.status)
         lines.append(self.summary())
         return "\n".join(lines)
@@ -76,6 +78,7 @@ class Report:
                          "failures": [asdict(f) for f in r.failures], "warnings": [asdict(w) for w in r.warnings],
                          "passed": r.passed} for r in self.records],
             "status": self.status,
+            "plan": self.plan,
             "summary": {"records": len(self.records), "accepted": sum(r.accepted for r in self.records),
                         "rejected": sum(not r.accepted for r in self.records),
                         "stale": sum(r.stale for r in self.records), "elapsed_s": round(self.elapsed_s, 2)},

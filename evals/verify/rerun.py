@@ -1,8 +1,9 @@
 """The checks that run code: re-execution of smoke and mini records, re-evaluation of full ones.
 
 Re-execution runs the record's (arm, seed) again on the CPU in deterministic mode, with the
-record's config, the whole run where the tier sets no `verify_steps`, else up to the first value
-logged past that step (every schedule is the full run's, so the prefix must match), and compares
+record's config, to the end when asked (`whole`: what verify's plan draws, evals/verify/plan.py)
+or where the tier sets no `verify_steps`, else up to the first value logged past that step (every
+schedule is the full run's, so the prefix must match; a prefix that compares nothing fails), and compares
 the logged values (never wall times, nor the measurements of time the tier names in
 `verify_timings`) at every step both runs logged, within `rtol`/`atol`: the
 same code on the same kind of CPU gives the same bits, and the tolerance absorbs the last-place
@@ -10,9 +11,12 @@ differences of another CPU's vector units. A whole run must also give the same s
 and per-episode values.
 
 Re-evaluation loads a full-tier run's checkpoint (safetensors only, found by its sha256), scores
-it with the tier's evaluators on a CI-sized budget, and tests each claimed mean against the fresh
-per-episode values: the `confidence` (99%) percentile-bootstrap interval of the difference of the
-two means (fresh minus claimed, both resampled) must contain 0. Resampling episodes is right here:
+it with the tier's evaluators on a CI-sized budget, and tests every claimed metric against the
+fresh per-episode values: the `confidence` (99%) percentile-bootstrap interval of the difference
+(fresh minus claimed, both resampled) must contain 0. A metric that is the mean of the samples of
+its name is tested as a mean; one its evaluator derives from the samples (an accuracy, BLEU) is
+recomputed by `derive` from each resample of the samples' rows. A claimed metric that cannot be
+tested so fails. Resampling episodes is right here:
 the question is whether one checkpoint's claimed episodes and fresh ones come from the same
 distribution, not how the method varies across seeds.
 """
@@ -32,7 +36,7 @@ import torch
 
 from evals.checkpoint import sha256_file
 from evals.config import paper_module, resolve
-from evals.evaluators import resolve_evaluator
+from evals.evaluators import derived_metrics, resolve_evaluator
 from evals.record import EvalResult, Record, load_record
 from evals.tier_runner import RunOptions, evaluate_agent, run_one
 from evals.spec import EvaluatorSpec, Spec, Tier
@@ -40,6 +44,7 @@ from evals.verify.repo import VerifyOptions
 from evals.verify.report import RecordReport
 
 N_BOOTSTRAP = 10_000
+N_DERIVED_BOOTSTRAP = 1_000  # each resample runs the evaluator's derive
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
@@ -159,7 +164,7 @@ def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Rec
         compare_names(rec, fresh, rep, note)
         compare_whole(rec, fresh, opts, rep, note)
     matched = compare_curves(rec, fresh, opts, rep, note)
-    if not matched and len(rep.failures) == before and rec.curves:
+    if not matched and len(rep.failures) == before and (rec.curves or not whole):
         rep.fail("re-execution", "curves", f"no logged step in common with the re-executed "
                                            f"{'run' if whole else f'prefix (steps up to {tier.verify_steps})'}")
     if len(rep.failures) == before:
@@ -189,6 +194,8 @@ def safetensors_problem(path: Path) -> str | None:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             return f"{path.name} is not safetensors: its header is not JSON"
+        except RecursionError:
+            return f"{path.name} is not safetensors: its header is nested too deeply"
     if not isinstance(header, dict):
         return f"{path.name} is not safetensors: its header is not a JSON object"
     end = size - 8 - n
@@ -196,20 +203,23 @@ def safetensors_problem(path: Path) -> str | None:
         if name == "__metadata__":
             continue
         offsets = t.get("data_offsets") if isinstance(t, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= end):
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= end):
             return f"{path.name} is not safetensors: tensor {name!r} lies outside the file"
     return None
 
 
 def find_checkpoint(rec: Record, opts: VerifyOptions) -> tuple[Path | None, list[Path]]:
-    """The record's checkpoint: its provenance.checkpoint_path, else <sha256>.safetensors in the
-    checkpoint cache. Returns (the first that exists, every place looked)."""
+    """The record's checkpoint: its provenance.checkpoint_path inside the repository, else
+    <sha256>.safetensors in the checkpoint cache; neither reached through a link that leads out
+    of its folder. Returns (the first that exists, every place looked)."""
     places = []
     if rec.provenance.checkpoint_path:
-        places.append(opts.repo / rec.provenance.checkpoint_path)
+        places.append((opts.repo, opts.repo / rec.provenance.checkpoint_path))
     if opts.checkpoints and rec.provenance.checkpoint_sha256:
-        places.append(opts.checkpoints / f"{rec.provenance.checkpoint_sha256}.safetensors")
-    return next((p for p in places if p.is_file()), None), places
+        places.append((opts.checkpoints, opts.checkpoints / f"{rec.provenance.checkpoint_sha256}.safetensors"))
+    found = (p for folder, p in places if p.resolve().is_relative_to(folder.resolve()) and p.is_file())
+    return next(found, None), [p for _, p in places]
 
 
 def mean_difference_ci(claimed, fresh, confidence: float, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
@@ -217,6 +227,29 @@ def mean_difference_ci(claimed, fresh, confidence: float, n_boot: int = N_BOOTST
     a, b = np.asarray(claimed, dtype=float), np.asarray(fresh, dtype=float)
     rng = np.random.default_rng(0)
     diff = (b[rng.integers(0, b.size, (n_boot, b.size))].mean(1) - a[rng.integers(0, a.size, (n_boot, a.size))].mean(1))
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(diff, alpha)), float(np.quantile(diff, 1 - alpha))
+
+
+def _rows(result: EvalResult) -> int | None:
+    """How many samples each of the result's lists holds (rows resampled together), None where
+    they differ or there are none."""
+    lengths = {len(xs) for xs in result.samples.values()}
+    return lengths.pop() if len(lengths) == 1 else None
+
+
+def derived_difference_ci(claimed: EvalResult, fresh: EvalResult, name: str, confidence: float,
+                          n_boot: int = N_DERIVED_BOOTSTRAP) -> tuple[float, float]:
+    """Percentile-bootstrap interval of fresh minus claimed for a metric that `derive` recomputes
+    from the samples: each side's rows resampled on their own, the metric recomputed from each."""
+    rng = np.random.default_rng(0)
+
+    def resampled(result: EvalResult) -> float:
+        columns = {k: np.asarray(v, dtype=float) for k, v in result.samples.items()}
+        idx = rng.integers(0, _rows(result), _rows(result))
+        return derived_metrics(result.model_copy(update={"samples": {k: c[idx].tolist() for k, c in columns.items()}}))[name]
+
+    diff = np.array([resampled(fresh) - resampled(claimed) for _ in range(n_boot)])
     alpha = (1 - confidence) / 2
     return float(np.quantile(diff, alpha)), float(np.quantile(diff, 1 - alpha))
 
@@ -234,20 +267,38 @@ def budgeted(spec: Spec, tier: Tier, budget: int):
     return out
 
 
+def claim_interval(claimed: EvalResult, fresh: EvalResult, name: str, confidence: float) -> tuple[float, float] | str:
+    """The bootstrap interval of fresh minus claimed for one claimed metric, or why it has none."""
+    xs, ys = claimed.samples.get(name), fresh.samples.get(name)
+    if xs and ys:
+        return mean_difference_ci(xs, ys, confidence)
+    if name not in fresh.metrics:
+        return "the re-evaluation does not report it"
+    if _rows(claimed) is None or _rows(fresh) is None:
+        return "no per-sample values of equal length to resample"
+    try:
+        return derived_difference_ci(claimed, fresh, name, confidence)
+    except (KeyError, ValueError, TypeError, ZeroDivisionError):
+        return "its evaluator does not recompute it from the samples"
+
+
 def check_claims(claimed: EvalResult, i: int, fresh: EvalResult, opts: VerifyOptions, rep: RecordReport) -> int:
+    """Test every claimed metric of one evaluation against the fresh one; returns how many passed."""
     tested = 0
-    for name, xs in claimed.samples.items():
-        ys = fresh.samples.get(name)
-        if name not in claimed.metrics or not xs or not ys:
+    for name, value in claimed.metrics.items():
+        where = f"evaluations[{i}].metrics.{name}"
+        interval = claim_interval(claimed, fresh, name, opts.confidence)
+        if isinstance(interval, str):
+            rep.fail("re-evaluation", where, f"claimed {value:.6g}, not re-evaluated: {interval}")
             continue
-        lo, hi = mean_difference_ci(xs, ys, opts.confidence)
-        slack = 1e-9 * max(1.0, abs(claimed.metrics[name]))
-        tested += 1
-        if not lo - slack <= 0 <= hi + slack:
-            rep.fail("re-evaluation", f"evaluations[{i}].metrics.{name}",
-                     f"claimed {claimed.metrics[name]:.6g} over {len(xs)} episodes; {len(ys)} fresh episodes give "
-                     f"{np.mean(ys):.6g}, and the {opts.confidence:.0%} bootstrap interval of the difference "
-                     f"[{lo:.4g}, {hi:.4g}] excludes 0")
+        lo, hi = interval
+        slack = 1e-9 * max(1.0, abs(value))
+        if lo - slack <= 0 <= hi + slack:
+            tested += 1
+        else:
+            rep.fail("re-evaluation", where, f"claimed {value:.6g}; afresh {fresh.metrics.get(name, float('nan')):.6g}, "
+                                             f"and the {opts.confidence:.0%} bootstrap interval of the difference "
+                                             f"[{lo:.4g}, {hi:.4g}] excludes 0")
     return tested
 
 
@@ -272,11 +323,24 @@ def reevaluate(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Re
         rep.fail("re-evaluation", "provenance.checkpoint_sha256", f"{ckpt} does not load into {resolved.module}: "
                                                                   f"{type(e).__name__}: {e}")
         return
-    fresh = {r.evaluator: r for r in evaluate_agent(agent, resolved.config, budgeted(spec, tier, opts.eval_episodes))}
+    try:
+        fresh = evaluate_agent(agent, resolved.config, budgeted(spec, tier, opts.eval_episodes))
+    except Exception as e:  # noqa: BLE001 - what an invalid record claims; any other record's failure
+        if rec.status != "invalid":
+            raise
+        rep.passed.append(f"re-evaluation (the evaluation fails again, as recorded: {type(e).__name__})")
+        return
+    if rec.status == "invalid":
+        rep.fail("re-evaluation", "status", "'invalid' (its evaluation failed), but the checkpoint is scored afresh "
+                                            "without error: the record hides a result")
+        return
     before, tested = len(rep.failures), 0
-    for i, claimed in enumerate(rec.evaluations):
-        if claimed.evaluator in fresh:
-            tested += check_claims(claimed, i, fresh[claimed.evaluator], opts, rep)
+    for i, claimed in enumerate(rec.evaluations):  # in the tier's order, as the runner evaluates
+        if i < len(fresh) and fresh[i].evaluator == claimed.evaluator:
+            tested += check_claims(claimed, i, fresh[i], opts, rep)
+        else:
+            rep.fail("re-evaluation", f"evaluations[{i}].evaluator", f"{claimed.evaluator!r} is not the tier's "
+                                                                     f"evaluator {i + 1}: not re-evaluated")
     if len(rep.failures) == before:
-        rep.passed.append(f"re-evaluation ({tested} claimed mean(s) within the {opts.confidence:.0%} bootstrap "
+        rep.passed.append(f"re-evaluation ({tested} claimed metric(s) within the {opts.confidence:.0%} bootstrap "
                           f"interval of fresh episodes, {time.perf_counter() - t0:.1f}s)")

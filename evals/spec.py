@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evals.errors import SpecError
+from evals.evaluators import EvaluatorSpec, resolve_evaluator
 from evals.paths import REPRODUCTIONS
 
 
@@ -27,10 +29,6 @@ AREAS = (
     "reinforcement-learning",
 )
 TIER_NAMES = ("smoke", "mini", "full")
-
-
-class SpecError(ValueError):
-    """A spec (or an override of it) is malformed; the message names the file and the field."""
 
 
 class Strict(BaseModel):
@@ -60,17 +58,6 @@ class Reference(Strict):
     unit: str | None = None
     where: str | None = None
     setting: dict[str, Any] = Field(default_factory=dict)
-
-
-class EvaluatorSpec(BaseModel):
-    """A common evaluator by name; its options are checked by the evaluator's own model."""
-
-    model_config = ConfigDict(extra="allow")
-    kind: str
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 # A term is `metric[arm]`, optionally scaled (`0.8 * steps[adamw]`), or a plain number.
@@ -277,8 +264,6 @@ def load_spec_file(path: Path) -> Spec:
 
 def check_metric_names(tier: Tier, where: str) -> None:
     """Each metric a target or a sweep names is one that an evaluator of the tier reports."""
-    from evals.evaluators import resolve_evaluator  # the evaluators read the spec's models: import late
-
     evaluators = [resolve_evaluator(e, f"{where}.evaluators[{i}]'") for i, e in enumerate(tier.evaluators)]
     named = [(f"targets[{i}]", term.metric) for i, t in enumerate(tier.targets) for term in t.parsed[::2] if term.metric]
     named += [(f"sweeps[{i}].metrics", m) for i, s in enumerate(tier.sweeps) for m in s.metrics]

@@ -13,7 +13,8 @@ from evals.config import resolve
 from evals.evaluators import resolve_evaluator
 from evals.record import load_record
 from evals.tier_runner import run_one
-from evals.spec import EvaluatorSpec, load_spec
+from evals.evaluators import EvaluatorSpec
+from evals.spec import load_spec
 from evals.tasks.atari import is_atari, make_atari
 from reproductions.common.conv_torso import ConvTorso
 from reproductions.dqn import dqn

@@ -25,10 +25,22 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from evals.errors import SpecError
 from evals.record import EvalResult
-from evals.spec import EvaluatorSpec, SpecError
+
+
+class EvaluatorSpec(BaseModel):
+    """A spec's reference to a common evaluator by name; its options are checked by the evaluator's
+    own model."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 @dataclass

@@ -36,10 +36,10 @@ import torch
 
 from evals.checkpoint import sha256_file
 from evals.config import paper_module, resolve
-from evals.evaluators import derived_metrics, resolve_evaluator
+from evals.evaluators import EvaluatorSpec, derived_metrics, resolve_evaluator
 from evals.record import EvalResult, Record, load_record
 from evals.tier_runner import RunOptions, evaluate_agent, run_one
-from evals.spec import EvaluatorSpec, Spec, Tier
+from evals.spec import Spec, Tier
 from evals.verify.repo import VerifyOptions
 from evals.verify.report import RecordReport
 

@@ -84,7 +84,11 @@ def recertify_record(path: Path, revision: str, same_machine: bool = False) -> O
     except Exception as e:  # noqa: BLE001 - a run that cannot be repeated is not recertified
         rep.fail("re-execution", "(run)", f"{type(e).__name__}: {e}")
     if rep.failures and same_machine and fresh is not None:
-        rep = against_own_code(rec, fresh, tier, path)
+        try:
+            rep = against_own_code(rec, fresh, tier, path)
+        except (RuntimeError, RecordError, subprocess.CalledProcessError) as e:  # the record's own code did not run
+            rep = RecordReport(path)
+            rep.fail("re-execution", "(own code)", str(e))
     seconds = time.perf_counter() - t0
     if rep.failures:
         return Outcome(path, "changed", "; ".join(f"{f.field}: {f.reason}" for f in rep.failures[:3]), seconds)
@@ -100,15 +104,16 @@ def recertify_record(path: Path, revision: str, same_machine: bool = False) -> O
 
 
 def code_revision(rec: Record, path: Path) -> str:
-    """The commit holding the code that made `rec`: its git_revision, or, for a run made from
-    uncommitted code, the commit that added the record with that code (as verify accepts)."""
-    rev = rec.provenance.git_revision or ""
+    """The commit holding the code that made `rec`'s numbers under its source hash: the commit that
+    added the record, where its code hashes to the record's (it also holds the spec the run used,
+    which a run made from uncommitted files may not have had at its git_revision), else the
+    record's git_revision, else the revision that last recertified it."""
     at = lambda r: provenance.hash_files(provenance.source_files(rec.module, read=lambda rel: read_at(paths.ROOT, r, rel)))
-    if rev and at(rev) == rec.provenance.source_hash:
-        return rev
-    added = added_in(paths.ROOT, path)
-    if added and at(added) == rec.provenance.source_hash:
-        return added
+    p = rec.provenance
+    candidates = [added_in(paths.ROOT, path), p.git_revision] + [r.revision for r in p.recertified[-1:]]
+    for rev in filter(None, candidates):
+        if at(rev) == p.source_hash:
+            return rev
     raise RecordError(f"{path}: no commit holds the code that made it (source_hash {rec.provenance.source_hash[:12]}…)")
 
 

@@ -33,13 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from evals import CPU_ISA_PIN, paths, provenance
-from evals.record import Recertification, Record, RecordError, load_record, now_iso, record_files
+from evals.record import Recertification, Record, RecordError, load_record, now_iso, record_files, rewrite_record
 from evals.spec import SpecError, get_tier, load_spec, paper_ids, unknown_paper
 from evals.status import current_source_hash, staleness
 from evals.verify.repo import VerifyOptions, added_in, read_at
@@ -99,7 +98,7 @@ def recertify_record(path: Path, revision: str, same_machine: bool = False) -> O
     new = rec.model_copy(update={"provenance": p.model_copy(update={
         "source_hash": provenance.hash_files(files), "source_files": sorted(files),
         "recertified": [*p.recertified, link]})})
-    _replace(path, new)
+    rewrite_record(new, path)
     return Outcome(path, "recertified", rep.passed[-1], seconds)
 
 
@@ -156,12 +155,6 @@ def against_own_code(rec: Record, fresh: Record, tier, path: Path) -> RecordRepo
                           f"both on {cpu}: {matched} logged values, the metrics and per-episode values identical; "
                           f"the record was made on {rec.provenance.hardware.get('cpu', '?')})")
     return rep
-
-
-def _replace(path: Path, record: Record) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(record.model_dump_json(indent=1) + "\n")
-    os.replace(tmp, path)  # atomic: the record is whole before and after
 
 
 def committed_revision(modules: set[str]) -> str:

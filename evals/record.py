@@ -147,11 +147,22 @@ def record_path(record: Record, results: Path | None = None) -> Path:
     return (results or paths.results_dir()) / record.paper / record.tier / f"{record.run_id}.json"
 
 
+def _staged(record: Record, path: Path) -> Path:
+    """`record` written whole to a temporary file beside `path`, to be linked or moved into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_text(record.model_dump_json(indent=1) + "\n")
+    return tmp
+
+
+def rewrite_record(record: Record, path: Path) -> None:
+    """Replace the record at `path` atomically (recertification only: the one edit verify allows)."""
+    os.replace(_staged(record, path), path)
+
+
 def write_record(record: Record, results: Path | None = None) -> Path:
     path = record_path(record, results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(record.model_dump_json(indent=1) + "\n")
+    tmp = _staged(record, path)
     try:
         os.link(tmp, path)  # atomic, and fails instead of replacing a record that exists
     except FileExistsError:

@@ -127,8 +127,8 @@ class SAC(SafetensorsModule):
         self.register_buffer("act_high", torch.as_tensor(act_high))
 
     def to_env(self, a: np.ndarray) -> np.ndarray:
-        """Map [-1, 1] to the env's action box."""
-        low, high = self.act_low.numpy(), self.act_high.numpy()
+        """Map [-1, 1] to the env's action box (the bounds live on the agent's device; the env wants numpy)."""
+        low, high = self.act_low.cpu().numpy(), self.act_high.cpu().numpy()
         return low + (a + 1.0) * 0.5 * (high - low)
 
     @torch.inference_mode()

@@ -179,6 +179,32 @@ class ReportsStatistics(Protocol):
 
 
 @runtime_checkable
+class ScoredOnDomain(Protocol):
+    """A language model scored on a part of the code corpus only (lm_loss): `corpus_domain` names
+    it as `evals.tasks.code_domains` reads it (e.g. the held-out packages a model was fine-tuned on)."""
+
+    corpus_domain: str
+
+
+@runtime_checkable
+class MergeableAdapter(Protocol):
+    """A fine-tuned model whose weight update merges into its frozen weights (lora_merge): it counts
+    the parameters fine-tuning trained and the pre-trained model's, merges the update in place and
+    takes it out again, and gives the plain model (the pre-trained architecture, update merged,
+    adapter modules removed) that merged inference is timed against."""
+
+    def trainable_parameters(self) -> int: ...
+
+    def base_parameters(self) -> int: ...
+
+    def merge(self) -> None: ...
+
+    def unmerge(self) -> None: ...
+
+    def plain(self) -> Any: ...
+
+
+@runtime_checkable
 class PublishedCheckpoint(Protocol):
     """A published Hugging Face checkpoint on disk, scored by lm-eval's own model (lm_eval)."""
 

@@ -8,6 +8,10 @@ the predicted text (equal to the token count for the byte tokenizer). The same t
 model, arm and seed; the per-batch mean losses are the samples. For reference, the cross-entropy
 of the train split's unigram (byte or token) frequencies on the same tokens is reported too.
 
+A model scored on a part of the corpus (`ScoredOnDomain`: `corpus_domain`, read by
+`evals.tasks.code_domains`) is scored on that part's validation files instead, the unigram
+reference from that part's train files; the protocol then names the domain.
+
 A model that reports statistics of its own over the same tokens (`reset_statistics()` and
 `statistics()`, e.g. a mixture of experts' per-expert token shares) has them added to the metrics.
 
@@ -24,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.contract import LanguageModel, PublishedCheckpoint, ReportsStatistics
+from evals.contract import LanguageModel, PublishedCheckpoint, ReportsStatistics, ScoredOnDomain
 from evals.evaluators import Measured, register
 from evals.record import EvalResult
-from evals.tasks import code_corpus
+from evals.tasks import code_corpus, code_domains
 
 
 class LMLossOptions(BaseModel):
@@ -37,8 +41,8 @@ class LMLossOptions(BaseModel):
 
 
 @lru_cache(maxsize=4)
-def _unigram_logprobs(tokenizer: str, vocab: int, bpe_vocab_size: int, val_percent: int) -> torch.Tensor:
-    counts = torch.bincount(code_corpus.token_split("train", tokenizer, bpe_vocab_size, val_percent).tokens.long(),
+def _unigram_logprobs(tokenizer: str, vocab: int, bpe_vocab_size: int, val_percent: int, domain: str = "") -> torch.Tensor:
+    counts = torch.bincount(code_domains.token_split("train", domain, tokenizer, bpe_vocab_size, val_percent).tokens.long(),
                             minlength=vocab).double() + 1.0  # add-one: no token has probability zero
     return (counts / counts.sum()).log()
 
@@ -70,12 +74,13 @@ def lm_loss(agent, config, options: LMLossOptions) -> Measured:
         return Measured(metrics={},
                           protocol={"scored": False, "reason": f"{type(agent).__name__} is not a language model"})
     tok = agent.tokenizer
-    split = code_corpus.token_split("validation", agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
+    domain = agent.corpus_domain if isinstance(agent, ScoredOnDomain) else ""
+    split = code_domains.token_split("validation", domain, agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
     device = next(agent.parameters()).device
     was_training = agent.training
     agent.eval()
     losses, total_nats, n_tokens, n_bytes, unigram_nats = [], 0.0, 0, 0, 0.0
-    unigram = _unigram_logprobs(agent.tokenizer_name, tok.vocab_size, agent.bpe_vocab_size, agent.val_percent)
+    unigram = _unigram_logprobs(agent.tokenizer_name, tok.vocab_size, agent.bpe_vocab_size, agent.val_percent, domain)
     own_statistics = isinstance(agent, ReportsStatistics)
     if own_statistics:
         agent.reset_statistics()
@@ -93,13 +98,13 @@ def lm_loss(agent, config, options: LMLossOptions) -> Measured:
                "unigram_bits_per_byte": unigram_nats * to_bits / n_bytes}
     if own_statistics:
         metrics.update(agent.statistics())
-    return Measured(metrics=metrics,
-        samples={"batch_loss": losses},
-        protocol={"corpus": code_corpus.fingerprint(agent.val_percent), "split": "validation",
-                  "tokenizer": agent.tokenizer_name, "tokens": n_tokens, "bytes": n_bytes,
-                  "window": agent.block_size, "windows": "consecutive, non-overlapping, from the split's start",
-                  "batch_size": options.batch_size},
-    )
+    protocol = {"corpus": code_domains.fingerprint(domain, agent.val_percent), "split": "validation",
+                "tokenizer": agent.tokenizer_name, "tokens": n_tokens, "bytes": n_bytes,
+                "window": agent.block_size, "windows": "consecutive, non-overlapping, from the split's start",
+                "batch_size": options.batch_size}
+    if domain:
+        protocol["domain"] = domain
+    return Measured(metrics=metrics, samples={"batch_loss": losses}, protocol=protocol)
 
 
 class LMEvalOptions(BaseModel):

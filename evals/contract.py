@@ -230,6 +230,28 @@ class AttentionMeasurements(Protocol):
     measurement: str
 
 
+@runtime_checkable
+class SpeculativeMeasurements(Protocol):
+    """Speculative decoding against the target model decoding alone, both at batch size 1 with KV
+    caches, measured in one process (speculative_decoding). Per prompt: `seconds["target_<mode>"]`
+    and `seconds["speculative_<mode>_g<gamma>"]` (wall time of a generation, mode greedy or sampled),
+    `passes["<mode>_g<gamma>"]` (target passes) and `emitted["<mode>_g<gamma>"]` (tokens they
+    emitted), `identical["greedy_g<gamma>"]` (the output is the target's own), and
+    `seconds["target_step" | "draft_step" | "verify_g<gamma>"]` (one step of each model, a target
+    pass over gamma + 1 tokens); `beta[mode]`: sum_x min(p(x), q(x)) at every position the target
+    generated; `draws`: per fixed prefix, the target's probabilities `p` and the counts of first
+    tokens from speculative decoding (`speculative`) and from the draft alone (`draft`)."""
+
+    gammas: list[int]
+    seconds: dict[str, list[float]]
+    passes: dict[str, list[int]]
+    emitted: dict[str, list[int]]
+    identical: dict[str, list[bool]]
+    beta: dict[str, list[float]]
+    draws: list[dict[str, list[float]]]
+    measurement: str
+
+
 Capability = TypeVar("Capability")
 
 

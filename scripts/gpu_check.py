@@ -1,0 +1,180 @@
+"""The GPU check: every smoke tier, a short arm of each implemented paper, the Triton kernels compiled,
+the GPU benchmarks and a few hundred steps of FlashAttention's full tier with each attention, all with
+`--device cuda`, in under 8 minutes on one GPU. `scripts/gpu_check.sh` installs what is missing and
+calls this.
+
+    python scripts/gpu_check.py [--device cuda|cpu] [--only REGEX] [--list] [--out DIR] [--parallel N]
+
+Steps run in phases: `env` (what the machine is), then `smoke` and `arm` steps a few at a time (they
+share the GPU), then `triton`, `bench` and `speed` one at a time (they time things). Every step's
+output goes to DIR/logs/<step>.log; DIR/report.md and DIR/report.json give each step's status, wall
+time and the lines it flagged (tokens/s, benchmark tables, metrics). Records and checkpoints go under
+DIR (REPRO_RESULTS, REPRO_RUNS), never into the repository's results/. Exit status 0 when every step
+passed. `--device cpu --only ...` rehearses the flow here on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+REPRO = [sys.executable, "-m", "evals.cli"]
+
+
+@dataclass
+class Step:
+    name: str
+    phase: str      # env | smoke | arm | triton | bench | speed
+    argv: list[str]
+    timeout_s: int = 240
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    name: str
+    phase: str
+    status: str     # passed | failed | timed out
+    wall_s: float
+    command: str
+    highlights: list[str]
+
+
+# A short arm of each implemented paper: (paper, arm, overrides). Budgets are cut so each takes
+# seconds to a minute on one GPU; what is checked is that the arm trains and evaluates on the device.
+SHORT_ARMS: list[tuple[str, str, dict[str, object]]] = [
+    ("sac", "ours", {"total_steps": 3000, "learning_starts": 500}),
+    ("sac", "ours_halfcheetah", {"total_steps": 3000, "learning_starts": 1000}),
+    ("dqn", "ours", {"total_steps": 5000}),
+    ("ppo", "ours", {"total_steps": 16384}),
+    ("ppo", "ours_hopper", {"total_steps": 8192}),
+    ("transformer", "ours", {}),
+    ("vit", "vit_1k", {"steps": 500}),
+    ("mae", "ours", {"pretrain_steps": 300, "probe_steps": 100, "steps": 200}),
+    ("ddpm", "ours", {}),
+    ("flash_attention", "ours", {}),
+]
+
+# FlashAttention's full tier for a few hundred steps with each attention (tokens/s in its curves).
+SPEED_STEPS = 300
+
+def overrides(values: dict[str, object]) -> list[str]:
+    return [a for k, v in values.items() for a in ("--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
+
+
+def steps(device: str) -> list[Step]:
+    from evals.spec import all_specs, get_tier, load_spec
+
+    out = [Step("env", "env", [sys.executable, "-c",
+                               "import torch, triton, platform; print('python', platform.python_version(), 'torch', torch.__version__, "
+                               "'triton', triton.__version__); print('cuda', torch.cuda.is_available(), "
+                               "torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')"], 60)]
+    for spec in all_specs():
+        if "smoke" in spec.tiers:
+            out.append(Step(f"smoke-{spec.id}", "smoke", REPRO + ["reproduce", spec.id, "--tier", "smoke", "--device", device,
+                                                                  "--no-progress", "--jobs", "1"]))
+    implemented = {spec.id for spec in all_specs() if "mini" in spec.tiers}
+    for paper, arm, values in SHORT_ARMS:
+        if paper in implemented:
+            out.append(Step(f"arm-{paper}-{arm}", "arm", REPRO + ["reproduce", paper, "--tier", "mini", "--arms", arm,
+                                                                  "--seeds", "1", "--device", device, "--no-progress",
+                                                                  *overrides(values)], 300))
+    out.append(Step("triton-compiled", "triton", [sys.executable, "-m", "pytest", "-q", "-x", "tests/test_flash_attention.py",
+                                                  "-k", "triton", "-p", "no:cacheprovider"], 300,
+                    env={"TRITON_INTERPRET": "0", "REPRO_TRITON_COMPILED": "1"}))
+    out.append(Step("bench-flash_attention", "bench", [sys.executable, "scripts/bench.py", "flash_attention"], 300))
+    for attention in get_tier(load_spec("flash_attention"), "full").arms:
+        out.append(Step(f"speed-gpt2-{attention}", "speed", REPRO + ["reproduce", "flash_attention", "--tier", "full", "--arms", attention,
+                                                                     "--device", device, "--no-progress",
+                                                                     *overrides({"steps": SPEED_STEPS, "warmup_steps": 30})], 420))
+    return out
+
+
+def run_step(step: Step, out: Path) -> Outcome:
+    log = out / "logs" / f"{step.name}.log"
+    env = {**os.environ, "REPRO_RESULTS": str(out / "results"), "REPRO_RUNS": str(out / "runs"), **step.env}
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        try:
+            rc = subprocess.run(step.argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=step.timeout_s).returncode
+            status = "passed" if rc == 0 else f"failed (exit {rc})"
+        except subprocess.TimeoutExpired:
+            status = f"timed out after {step.timeout_s}s"
+    wall = time.perf_counter() - t0
+    lines = log.read_text(errors="replace").splitlines()
+    print(f"[{status:>8}] {step.name} ({wall:.0f}s)", flush=True)
+    return Outcome(step.name, step.phase, status, round(wall, 1), " ".join(step.argv), highlights(lines, status == "passed"))
+
+
+def highlights(lines: list[str], passed: bool) -> list[str]:
+    """What a reader of the report wants from a step's log: a run's summary table (arms, metrics,
+    CIs, wall time), else the log's last lines; and the last lines of any failure."""
+    starts = [i for i, ln in enumerate(lines) if "bootstrap CI over seeds" in ln]
+    if starts:
+        kept = [ln for ln in lines[starts[-1]:] if not ln.startswith("records:")]
+    else:
+        kept = lines[-15:]
+    if not passed:
+        kept += ["...", *lines[-8:]]
+    return [ln.rstrip()[:220] for ln in kept]
+
+
+def report(outcomes: list[Outcome], out: Path, device: str, wall: float) -> str:
+    failed = [o for o in outcomes if o.status != "passed"]
+    md = [f"# GPU check ({device}): {len(outcomes) - len(failed)}/{len(outcomes)} steps passed in {wall:.0f} s", ""]
+    md += ["| step | status | wall (s) |", "|---|---|---|"] + [f"| {o.name} | {o.status} | {o.wall_s:.0f} |" for o in outcomes]
+    for o in outcomes:
+        if o.highlights:
+            md += ["", f"## {o.name}", "```", *o.highlights, "```"]
+    text = "\n".join(md) + "\n"
+    (out / "report.md").write_text(text)
+    (out / "report.json").write_text(json.dumps({"device": device, "wall_s": wall, "steps": [asdict(o) for o in outcomes]}, indent=1))
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--only", help="run only the steps whose name matches this regular expression")
+    ap.add_argument("--list", action="store_true", help="print the steps and exit")
+    ap.add_argument("--out", default=os.environ.get("OUT") and str(Path(os.environ["OUT"]) / "gpu_check") or "gpu-check")
+    ap.add_argument("--parallel", type=int, default=4, help="smoke and arm steps run this many at a time")
+    args = ap.parse_args()
+    todo = [s for s in steps(args.device) if not args.only or re.search(args.only, s.name)]
+    if args.list:
+        for s in todo:
+            print(f"{s.phase:7} {s.name:32} {' '.join(s.argv[2:] if s.argv[:3] == REPRO else s.argv)}")
+        return 0
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("gpu_check: no CUDA device here (use --device cpu to rehearse the flow on a CPU)", file=sys.stderr)
+            return 2
+    out = Path(args.out).resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    outcomes: list[Outcome] = []
+    for phase in ("env", "smoke", "arm", "triton", "bench", "speed"):
+        batch = [s for s in todo if s.phase == phase]
+        workers = args.parallel if phase in ("smoke", "arm") else 1
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            outcomes += list(pool.map(lambda s: run_step(s, out), batch))
+    text = report(outcomes, out, args.device, time.perf_counter() - t0)
+    print(text)
+    return 0 if all(o.status == "passed" for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

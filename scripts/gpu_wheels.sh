@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Wheels for the GPU check's machine (CPython 3.12, manylinux x86-64, no network): the packages
+# scripts/gpu_check.sh may find missing there, with their dependencies, into wheels/ (git-ignored).
+#   bash scripts/gpu_wheels.sh [python-version, default 3.12]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYV=${1:-3.12}
+mkdir -p wheels
+python3 -m pip download -q --dest wheels --only-binary=:all: --python-version "$PYV" --platform manylinux2014_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 --platform any \
+  --no-deps pydantic pydantic-core annotated-types typing-inspection typing-extensions gymnasium farama-notifications \
+  cloudpickle stable-baselines3 mujoco glfw pyopengl absl-py etils ale-py torch-fidelity submitit dill pytz pyyaml \
+  sacrebleu portalocker tabulate colorama lxml scikit-learn joblib threadpoolctl peft accelerate psutil \
+  pytest pluggy iniconfig
+du -sh wheels

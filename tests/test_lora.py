@@ -188,3 +188,86 @@ def test_peft_and_ours_train_alike_from_the_same_start():
     theirs = peft_baseline.train(dataclasses.replace(TINY, ft_steps=0), QuietRun(1))
     x = torch.randint(256, (2, 32))
     torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=0, atol=0)  # B = 0 in both: the pre-trained model
+
+
+# -- the full tier: GPT-2 Medium on E2E, on the dry run's stand-ins ------------------------------
+@pytest.fixture(scope="module")
+def e2e_stand_in(tmp_path_factory):
+    from reproductions.lora import e2e, stand_ins
+
+    cfg = e2e.Config(model_dir=str(tmp_path_factory.mktemp("absent") / "gpt2"), data_root="/nonexistent/e2e")
+    assert len(e2e.required_data(cfg)) == 6  # each missing file named
+    cfg = stand_ins.stand_in_data(cfg, tmp_path_factory.mktemp("stand_in"))
+    assert e2e.required_data(cfg) == []
+    return dataclasses.replace(cfg, beam_size=3, max_new_tokens=6)
+
+
+def test_converted_gpt2_gives_hugging_faces_logits(e2e_stand_in):
+    from transformers import GPT2LMHeadModel
+
+    from reproductions.lora import e2e
+
+    hf = GPT2LMHeadModel.from_pretrained(e2e_stand_in.model_dir).eval()
+    ours = e2e.load_gpt2(e2e_stand_in.model_dir).eval()
+    x = torch.randint(hf.config.vocab_size, (2, 24))
+    torch.testing.assert_close(ours(x)[0], hf(x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_e2e_data_masks_all_but_the_reference(e2e_stand_in):
+    from reproductions.lora import e2e
+
+    tok = e2e.tokenizer(e2e_stand_in.model_dir)
+    pairs = e2e.read_split(e2e_stand_in.data_root, "train")
+    ids, start = e2e.encode_example(tok, *pairs[0], max_len=512)
+    x, y = e2e.collate([(ids, start), e2e.encode_example(tok, *pairs[1], max_len=512)], pad=0)
+    assert tok.decode(ids[start:-1]).strip() == pairs[0][1] and ids[-1] == tok.token_to_id(e2e.EOS)
+    assert (y[0, : start - 1] == -100).all() and y[0, start - 1: len(ids) - 1].tolist() == ids[start:]
+    groups = e2e.grouped(e2e.read_split(e2e_stand_in.data_root, "test"))
+    assert [len(refs) for _, refs in groups] == [2, 2, 1]
+
+
+def test_beam_search_of_one_is_greedy_and_bans_repeated_ngrams(e2e_stand_in):
+    from reproductions.lora import e2e
+
+    gpt = e2e.load_gpt2(e2e_stand_in.model_dir).eval()
+    prompt = [5, 9, 13]
+    out = e2e.beam_search(gpt, prompt, eos=10_000, beam=1, max_new=8, no_repeat_ngram=0)
+    seq = list(prompt)
+    for _ in range(8):
+        seq.append(int(gpt(torch.tensor([seq]))[0][0, -1].argmax()))
+    assert out == seq[len(prompt):]
+    assert e2e._banned([1, 2, 3, 1, 2], 3) == {3} and e2e._banned([1, 2, 3], 4) == set()
+    banned = e2e.beam_search(gpt, prompt, eos=10_000, beam=2, max_new=8, no_repeat_ngram=2)
+    full = prompt + banned
+    bigrams = list(zip(full, full[1:]))
+    assert len(bigrams) == len(set(bigrams))
+
+
+def test_full_tier_dry_run_step_and_bleu_on_stand_ins(e2e_stand_in):
+    from evals.contract import DataToText
+    from evals.evaluators import derived_metrics
+    from evals.evaluators.nlg_bleu import NLGBLEUOptions, nlg_bleu
+    from reproductions.lora import e2e
+
+    model = e2e.build(e2e_stand_in)
+    assert isinstance(model, DataToText) and model.trainable_parameters() == 2 * 2 * 4 * (32 + 32)
+    out = e2e.dry_run_step(model, e2e_stand_in)
+    assert math.isfinite(out["loss"])
+    result = nlg_bleu(model, e2e_stand_in, NLGBLEUOptions(inputs=2))
+    assert result.protocol["inputs"] == 2 and result.protocol["references"] == 4
+    assert derived_metrics(result)["bleu"] == pytest.approx(result.metrics["bleu"])
+
+
+def test_nlg_bleu_uses_every_reference():
+    from evals.evaluators.nlg_bleu import NLGBLEUOptions, nlg_bleu
+
+    class Echo:  # writes the second reference of each input: perfect against all, poor against the first
+        def held_out_references(self):
+            return [("a", ["the cat sat on the mat today", "a dog ran in the park quickly"]),
+                    ("b", ["one two three four five six", "seven eight nine ten eleven twelve"])]
+
+        def generate_texts(self, sources):
+            return {"a": ["a dog ran in the park quickly"], "b": ["seven eight nine ten eleven twelve"]}[sources[0]] + \
+                (["seven eight nine ten eleven twelve"] if len(sources) > 1 else [])
+
+    assert nlg_bleu(Echo(), None, NLGBLEUOptions()).metrics["bleu"] == pytest.approx(100.0)

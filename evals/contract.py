@@ -205,16 +205,6 @@ class MergeableAdapter(Protocol):
 
 
 @runtime_checkable
-class DataToText(Protocol):
-    """Writes text for held-out structured inputs that each have several references (nlg_bleu):
-    E2E's meaning representations and their reference sentences."""
-
-    def held_out_references(self) -> list[tuple[str, list[str]]]: ...
-
-    def generate_texts(self, sources: list[str]) -> list[str]: ...
-
-
-@runtime_checkable
 class PublishedCheckpoint(Protocol):
     """A published Hugging Face checkpoint on disk, scored by lm-eval's own model (lm_eval)."""
 
@@ -237,6 +227,24 @@ class AttentionMeasurements(Protocol):
     memory: dict[str, dict[int, float]]
     speed: dict[str, dict[int, float]]
     max_abs_error: float
+    measurement: str
+
+
+@runtime_checkable
+class SequenceModel(Protocol):
+    """A causal model of token sequences (sequence_accuracy, token_perplexity): next-token logits
+    (n, T, vocab) for token ids (n, T), the prediction at t from tokens <= t."""
+
+    def next_token_logits(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class DecodeCostMeasurements(Protocol):
+    """Measured cost of generating one token after a context of n tokens (decode_cost): seconds per
+    token per method and context length, which method is ours, and how it was measured."""
+
+    seconds_per_token: dict[str, dict[int, float]]
+    ours: str
     measurement: str
 
 

@@ -205,6 +205,16 @@ class MergeableAdapter(Protocol):
 
 
 @runtime_checkable
+class DataToText(Protocol):
+    """Writes text for held-out structured inputs that each have several references (nlg_bleu):
+    E2E's meaning representations and their reference sentences."""
+
+    def held_out_references(self) -> list[tuple[str, list[str]]]: ...
+
+    def generate_texts(self, sources: list[str]) -> list[str]: ...
+
+
+@runtime_checkable
 class PublishedCheckpoint(Protocol):
     """A published Hugging Face checkpoint on disk, scored by lm-eval's own model (lm_eval)."""
 

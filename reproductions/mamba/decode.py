@@ -8,8 +8,9 @@ For each n: the context (random tokens) is read once (Mamba: the parallel scan, 
 state; the GPT: one forward pass filling its caches), then `new_tokens` tokens are generated one at
 a time, each step timed alone; a point is the median step time over `repeats` such runs. Weights
 are untrained (the cost does not depend on them). The result is a `DecodeCostMeasurements`
-(evals/contract.py) for the `decode_cost` evaluator; the run also logs each point as a curve with
-the context length as its step, and draws `decode_cost.png`.
+(evals/contract.py) for the `decode_cost` evaluator; the run also logs each point (step i: the
+i-th context length, logged as `context_length` beside the timings) and draws `decode_cost.png`
+(milliseconds per token against the context length).
 """
 
 from __future__ import annotations
@@ -107,13 +108,14 @@ def train(cfg: Config, run: RunContext) -> DecodeCost:
     nets = {m: net.to(run.device) for m, net in models(cfg).items()}
     contexts = torch.Generator().manual_seed(run.seed)
     run.progress(len(cfg.context_lengths), unit="length")
-    for n in cfg.context_lengths:
+    for i, n in enumerate(cfg.context_lengths, start=1):
         context = torch.randint(cfg.vocab_size, (1, n), generator=contexts).to(run.device)
         for method, net in nets.items():
             _step_times(method, net, context[:, :64], 2)  # warm-up
             times = [t for _ in range(cfg.repeats) for t in _step_times(method, net, context, cfg.new_tokens)]
             result.seconds_per_token.setdefault(method, {})[n] = float(np.median(times))
-        run.log(n, **{f"decode_ms_{m}": row[n] * 1e3 for m, row in result.seconds_per_token.items()})
+        # step i is the i-th context length: the length itself is the value a re-execution compares
+        run.log(i, context_length=float(n), **{f"decode_ms_{m}": row[n] * 1e3 for m, row in result.seconds_per_token.items()})
         run.advance()
     _plot(result, Path(run.dir) / "decode_cost.png")
     return result

@@ -280,6 +280,20 @@ class SpeculativeMeasurements(Protocol):
     measurement: str
 
 
+@runtime_checkable
+class LowBitMeasurements(Protocol):
+    """A language model with low-bit weights, or one to be quantised after training (low_bit):
+    the models to score beside it on the same tokens by name (`fp`: its full-precision twin,
+    `ptq`: that twin quantised after training), the bytes its weights take in each stored format
+    (measured), and an arithmetic-energy estimate per named configuration, in joules."""
+
+    def low_bit_variants(self) -> dict[str, Any]: ...
+
+    def weight_storage(self) -> dict[str, int]: ...
+
+    def energy_estimates(self) -> dict[str, float]: ...
+
+
 Capability = TypeVar("Capability")
 
 

@@ -133,8 +133,11 @@ def pack_signs(signs: torch.Tensor) -> torch.Tensor:
     """Signs in {-1, +1} (any shape) -> uint8, eight per byte, most significant bit first
     (numpy's packbits order); +1 is a set bit; the last byte is padded with zeros."""
     bits = (signs.flatten() > 0).to(torch.uint8)
-    bits = F.pad(bits, (0, (-bits.numel()) % 8))
-    return (bits.view(-1, 8) * _BIT_WEIGHTS.to(bits.device)).sum(dim=1, dtype=torch.uint8)
+    bits = F.pad(bits, (0, (-bits.numel()) % 8)).view(-1, 8)
+    packed = bits[:, 0] << 7
+    for i in range(1, 8):
+        packed |= bits[:, i] << (7 - i)
+    return packed
 
 
 def unpack_signs(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

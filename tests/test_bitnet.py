@@ -178,3 +178,28 @@ def test_energy_known_counts_and_the_one_mismatch():
     # formulas (INT8 additions at Table 2's 0.007 pJ, FP16 attention) gives 0.034 J and 0.135 J
     assert energy.matmul_energy(energy.PAPER_MODELS["6.7B"], 1, "7nm")["add"] == pytest.approx(0.0341, abs=5e-4)
     assert energy.matmul_energy(energy.PAPER_MODELS["30B"], 1, "7nm")["add"] == pytest.approx(0.1348, abs=5e-4)
+
+
+def test_low_bit_evaluator_scores_the_pair_and_its_metrics_recompute_from_the_samples():
+    from evals.contract import ContractError
+    from evals.evaluators import REGISTRY, _load_builtin, derived_metrics
+
+    _load_builtin()
+    ev = REGISTRY["low_bit"]
+    cfg = Config(**SMALL, mode="paired")
+    agent = build(cfg).eval()
+    result = ev(agent, cfg, ev.options(tokens=256, batch_size=2))
+    m = result.metrics
+    assert result.protocol["models"] == ["model", "fp", "ptq"]
+    assert type(agent.twin.gpt.blocks[0].attn.w_q) is nn.Linear   # binarised a copy, not the twin
+    assert m["loss_gap"] == pytest.approx(m["model_val_loss"] - m["fp_val_loss"])
+    assert m["ptq_loss_gap"] == pytest.approx(m["ptq_val_loss"] - m["fp_val_loss"])
+    assert m["weight_compression_fp16"] == pytest.approx(m["weight_bytes_fp16"] / m["weight_bytes_packed"])
+    assert m["energy_mul_7nm_fp16_6.7B"] == pytest.approx(energy.table_1()["energy_mul_7nm_fp16_6.7B"])
+    derived = derived_metrics(result)
+    assert derived and all(m[k] == pytest.approx(v, rel=1e-12) for k, v in derived.items())
+    # the FP arm alone: its own post-training binarisation, no twin
+    fp = build(Config(**SMALL, mode="fp")).eval()
+    assert ev(fp, cfg, ev.options(tokens=256, batch_size=2)).protocol["models"] == ["model", "ptq"]
+    with pytest.raises(ContractError):
+        ev(nn.Linear(2, 2), cfg, ev.options(tokens=256, batch_size=2))

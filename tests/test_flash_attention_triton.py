@@ -35,6 +35,7 @@ CASES = [
                                  ("n64", (2, 1, 64, 64, 64), MIXED), ("n129", (1, 1, 129, 129, 64), SMALL),
                                  ("q50k83", (1, 2, 50, 83, 32), MIXED), ("n129-default", (1, 1, 129, 129, 16), None))
       for c in (False, True)],
+    ("fp32-q17k5-full", "fp32", (1, 1, 17, 5, 16), False, SMALL),  # more queries than keys
     *[(f"{dt}-{tag}-{'causal' if c else 'full'}", dt, shape, c, blocks)
       for dt in ("fp16", "bf16")
       for tag, shape, blocks in (("n17", (1, 2, 17, 17, 16), SMALL), ("n129", (1, 1, 129, 129, 64), MIXED),
@@ -104,12 +105,14 @@ def _interpreted() -> dict[str, dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def check(name: str, result: dict) -> None:
+def check(name: str, result: dict, strict: bool = True) -> None:
+    """fp32 within FP32_TOL of float64 (`strict`, the small cases), else no worse than twice naive
+    attention's error in the same precision plus twice the precision's rounding at that scale."""
     dtype = name.split("-")[0]
     assert result["finite"], f"{name}: non-finite values"
     assert result["dtypes"] == [str(DTYPES[dtype])] * 4, f"{name}: outputs and gradients keep the input dtype"
     labels = ("output", "dQ", "dK", "dV")
-    if dtype == "fp32":
+    if dtype == "fp32" and strict:
         for label, e in zip(labels, result["ours"]):
             assert e < FP32_TOL, f"{name}: {label} differs from float64 by {e:.2e}"
         assert result["lse"] < FP32_TOL, f"{name}: log-sum-exp differs by {result['lse']:.2e}"
@@ -173,7 +176,7 @@ def test_compiled_triton_kernels_on_the_gpu(name):
     case = next(c for c in CASES + LARGE if c[0] == name)
     if "TRITON_INTERPRET" in os.environ and os.environ["TRITON_INTERPRET"] not in ("", "0"):
         pytest.skip("TRITON_INTERPRET is set: these are the compiled kernels' tests")
-    check(name, run_case(*case[1:], device="cuda"))
+    check(name, run_case(*case[1:], device="cuda"), strict=case in CASES)
 
 
 @needs_gpu

@@ -292,20 +292,23 @@ CONFIGS = {
                 dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1)],
     ("dq", 4): [dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2), dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1)],
 }
-_CHOSEN: dict[tuple, int] = {}
+_CHOSEN: dict[tuple, tuple[dict, dict]] = {}  # the settings that fit, per kernel, dtype, head size
 
 
 def _launch(kind: str, kernel, grid_of, args: tuple, consts: dict, dtype: torch.dtype, blocks: dict | None):
     """Run `kernel` with the given blocks, or the first of CONFIGS[kind] the GPU has resources for."""
+    key = (kind, dtype, consts["D"], consts["CAUSAL"], consts["IEEE"])
+    if blocks is None and key in _CHOSEN:  # the common case: settings known to fit
+        tile, launch = _CHOSEN[key]
+        kernel[grid_of(tile)](*args, **consts, **tile, **launch)
+        return
     if blocks is not None:
         candidates = [dict(blocks)]
     elif interpreted():
         candidates = CONFIGS[(kind, 4)][:1]  # smaller blocks: the interpreter is slow
     else:
         candidates = CONFIGS[(kind, 4 if dtype == torch.float32 else 2)]
-    key = (kind, dtype, consts["D"], consts["CAUSAL"], consts["IEEE"])
-    first = _CHOSEN.get(key, 0) if blocks is None else 0
-    for i, cfg in enumerate(candidates[first:], start=first):
+    for i, cfg in enumerate(candidates):
         tile = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N")}
         launch = {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
         try:
@@ -315,7 +318,7 @@ def _launch(kind: str, kernel, grid_of, args: tuple, consts: dict, dtype: torch.
                 raise
             continue
         if blocks is None:
-            _CHOSEN[key] = i
+            _CHOSEN[key] = (tile, launch)
         return
 
 

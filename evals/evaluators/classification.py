@@ -48,11 +48,15 @@ def derive(result: EvalResult) -> dict[str, float]:
 @register("classification", version=1, options=ClassificationOptions, derive=derive,
           metric_names=lambda o: [f"{o.prefix}accuracy", f"{o.prefix}top{o.top_k}_accuracy"])
 def classification(agent, config, options: ClassificationOptions) -> Measured:
+    wanted = ProbedClassifier if options.method == "probe_logits" else Classifier
+    if not hasattr(config, "dataset") and not isinstance(agent, wanted):
+        # no image task (a language model in a tier that also trains a classifier, as Muon's): not scored, as lm_loss
+        return Measured(metrics={},
+                        protocol={"scored": False, "reason": f"{type(agent).__name__} is not an image classifier"})
     split = options.split or HELDOUT[config.dataset]
     ds = image_dataset(config.dataset, split, config.image_size, getattr(config, "data_root", None), options.n)
     loader = DataLoader(ds, batch_size=options.batch_size, shuffle=False, num_workers=getattr(config, "workers", 0)
                         if not isinstance(ds, torch.utils.data.TensorDataset) else 0)
-    wanted = ProbedClassifier if options.method == "probe_logits" else Classifier
     predict = getattr(capability(agent, wanted, "classification"), options.method)
     top1, topk, n_classes = [], [], 0
     for x, y in loader:

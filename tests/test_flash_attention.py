@@ -60,3 +60,24 @@ def test_gpt_with_tiled_attention_equals_sdpa():
     torch.testing.assert_close(ours(idx)[0], ref(idx)[0], atol=1e-5, rtol=1e-5)
     prompt = idx[:, :6]
     assert torch.equal(ours.generate(prompt, 20), ref.generate(prompt, 20))  # with the KV cache: queries < keys
+
+
+def test_full_tier_training_logs_its_rates_and_checks_its_precision():
+    """gpt_speed.train (the full tier's loop) on a tiny GPT on the CPU: tokens/s over the loop and
+    from the first logged step on; bf16 autocast applies on a GPU only, an unknown precision fails."""
+    from evals.contract import QuietRun
+    from reproductions.flash_attention import gpt_speed
+
+    logged = {}
+
+    class Run(QuietRun):
+        def log(self, step, **values):
+            logged.update(values)
+
+    cfg = gpt_speed.Config(n_layer=1, n_head=2, n_embd=32, block_size=32, steps=4, batch_size=2, log_every=2,
+                           attention="flash", precision="bf16")
+    model = gpt_speed.train(cfg, Run())
+    assert logged["train_tokens_per_s"] > 0 and logged["train_tokens_per_s_steady"] > 0
+    assert next(model.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        gpt_speed.autocast(gpt_speed.Config(precision="fp8"), torch.device("cpu"))

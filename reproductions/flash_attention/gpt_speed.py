@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import torch
 
+from evals.tasks import code_corpus
 from reproductions.flash_attention.flash import flash_attention
 from reproductions.transformer import lm
 from reproductions.transformer.lm import build, data_fingerprint, required_data
@@ -48,11 +49,35 @@ def autocast(cfg: Config, device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
+class _Clock:
+    """The run context, noting the wall time of each step it logs (for the steady-state rate)."""
+
+    def __init__(self, run):
+        self._run, self.marks = run, []
+
+    def log(self, step, **values):
+        self.marks.append((step, time.perf_counter()))
+        return self._run.log(step, **values)
+
+    def __getattr__(self, name):
+        return getattr(self._run, name)
+
+
 def train(cfg: Config, run) -> lm.LanguageModel:
+    """`lm.train` under the config's autocast. Logs tokens/s over the whole loop and from the
+    first logged step on (without the first steps' kernel compilation and allocator warm-up)."""
+    code_corpus.token_split("train", cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_percent)  # tokenised before the clock
+    clock = _Clock(run)
     start = time.perf_counter()
     with autocast(cfg, torch.device(run.device)):  # the forward passes; backward follows their dtypes
-        model = lm.train(cfg, run)
-    run.log(cfg.steps, train_tokens_per_s=cfg.steps * cfg.batch_size * cfg.block_size / (time.perf_counter() - start))
+        model = lm.train(cfg, clock)
+    end = time.perf_counter()
+    tokens_per_step = cfg.batch_size * cfg.block_size
+    rates = {"train_tokens_per_s": cfg.steps * tokens_per_step / (end - start)}
+    if len(clock.marks) >= 2:
+        (s0, t0), (s1, t1) = clock.marks[0], clock.marks[-1]  # from the first logged step (25) on
+        rates["train_tokens_per_s_steady"] = (s1 - s0) * tokens_per_step / (t1 - t0)
+    run.log(cfg.steps, **rates)
     return model
 
 

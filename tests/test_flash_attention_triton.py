@@ -163,20 +163,23 @@ print("gpt ok")
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: compiled Triton kernels")
 
-LARGE = [(f"{dt}-{tag}-{'causal' if c else 'full'}", dt, shape, c, None)
-         for dt in ("fp32", "fp16", "bf16")
-         for tag, shape in (("n1000", (2, 4, 1000, 1000, 64)), ("n257k300", (1, 3, 257, 300, 128)),
-                            ("n4096", (1, 2, 4096, 4096, 64)))
-         for c in (False, True)]
+# Compiled, the kernels run with their default launch settings (one compilation per dtype, causal
+# flag and head size: 12 here), at small and at multi-block lengths that are not a multiple of a block.
+COMPILED = [(f"{dt}-{tag}-{'causal' if c else 'full'}", dt, shape, c, None)
+            for dt in ("fp32", "fp16", "bf16")
+            for tag, shape in (("n1", (1, 1, 1, 1, 64)), ("n17", (1, 2, 17, 17, 64)), ("n1000", (2, 4, 1000, 1000, 64)),
+                               ("q257k300", (1, 3, 257, 300, 128)), ("n4096", (1, 2, 4096, 4096, 64)))
+            for c in (False, True)]
+COMPILED += [(f"{dt}-q17k5-full", dt, (1, 1, 17, 5, 64), False, None) for dt in ("fp32", "bf16")]
 
 
 @needs_gpu
-@pytest.mark.parametrize("name", [c[0] for c in CASES + LARGE])
+@pytest.mark.parametrize("name", [c[0] for c in COMPILED])
 def test_compiled_triton_kernels_on_the_gpu(name):
-    case = next(c for c in CASES + LARGE if c[0] == name)
-    if "TRITON_INTERPRET" in os.environ and os.environ["TRITON_INTERPRET"] not in ("", "0"):
+    case = next(c for c in COMPILED if c[0] == name)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         pytest.skip("TRITON_INTERPRET is set: these are the compiled kernels' tests")
-    check(name, run_case(*case[1:], device="cuda"), strict=case in CASES)
+    check(name, run_case(*case[1:], device="cuda"), strict=case[2][2] < 1000)
 
 
 @needs_gpu

@@ -55,6 +55,16 @@ def _dot_acc(a, b, acc, IEEE: tl.constexpr, UPCAST: tl.constexpr):
         return tl.dot(a, b, acc)
 
 
+@triton.jit
+def _query_block(CAUSAL: tl.constexpr):
+    """This program's block of queries; causal, the last (longest) blocks first, so the GPU's last
+    wave holds the short ones."""
+    if CAUSAL:
+        return tl.num_programs(0) - 1 - tl.program_id(0)
+    else:
+        return tl.program_id(0)
+
+
 # -- forward -----------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, start, end, offs_m, offs_n0, n_k, offset,
@@ -89,7 +99,7 @@ def _fwd_kernel(Q, K, V, O, L, n_heads, n_q, n_k, offset, qk_scale,
                 sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
                 CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
                 IEEE: tl.constexpr, UPCAST: tl.constexpr):
-    start_m = tl.program_id(0) * BLOCK_M
+    start_m = _query_block(CAUSAL) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // n_heads).to(tl.int64)
     h = (bh % n_heads).to(tl.int64)
@@ -242,7 +252,7 @@ def _bwd_dq_kernel(Q, K, V, DO, L, Delta, DQ, n_heads, n_q, n_k, offset, qk_scal
                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
                    IEEE: tl.constexpr, UPCAST: tl.constexpr):
     """dQ_i of one block of queries, over the key blocks it sees."""
-    start_m = tl.program_id(0) * BLOCK_M
+    start_m = _query_block(CAUSAL) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // n_heads).to(tl.int64)
     h = (bh % n_heads).to(tl.int64)

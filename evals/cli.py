@@ -7,7 +7,6 @@ import json
 import statistics
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 
@@ -133,33 +132,6 @@ def cmd_status(args) -> None:
 
 
 # -- reproduce ----------------------------------------------------------------------------------
-def _dry_run(paper: str, tier: str, seeds, arms, overrides) -> None:
-    import torch
-
-    spec = _spec(paper)
-    t = get_tier(spec, tier)
-    seed = (seeds or t.seeds)[0]
-    for arm in arms or list(t.arms):
-        resolved = resolve(spec, tier, arm, seed, overrides)
-        module = paper_module(resolved.module)
-        print(f"[{arm}] config: {json.dumps(resolved.config_dict)}")
-        missing = module.required_data(resolved.config)
-        if missing:
-            raise SpecError(f"{paper}/{tier} arm {arm}: missing data: " + "; ".join(missing))
-        torch.manual_seed(seed)
-        agent = module.build(resolved.config)
-        print(f"[{arm}] built {type(agent).__name__}: {agent.num_parameters():,} parameters")
-        step = module.dry_run_step
-        if step is None:
-            print(f"[{arm}] (the module has no dry_run_step; built only)")
-            continue
-        t0 = time.perf_counter()
-        out = step(agent, resolved.config)
-        print(f"[{arm}] one optimisation step on a tiny CPU batch in {time.perf_counter() - t0:.2f}s: "
-              + ", ".join(f"{k}={v:.4g}" for k, v in out.items()))
-    print(f"dry run of {paper}/{tier}: ok")
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
@@ -192,19 +164,18 @@ def _time_estimate(paper: str, tier: str, arms: list[str], n_jobs: int) -> str:
             f"parallel share this machine's cores, so each may take longer)")
 
 
-def cmd_reproduce(args) -> None:
+def cmd_reproduce(args) -> int | None:
     from evals.tier_runner import RunOptions, job_list, launch
 
     overrides = parse_overrides(args.set or [])
     seeds = parse_seeds(args.seeds)
     arms = [a for a in (args.arms or "").split(",") if a] or None
     _spec(args.paper)
-    if args.dry_run:
-        _dry_run(args.paper, args.tier, seeds, arms, overrides)
-        return
-    tier = get_tier(load_spec(args.paper), args.tier)
-    if tier.dry_run_only:
-        raise SpecError(f"{args.paper}/{args.tier} cannot run on this kind of machine; use --dry-run")
+    if args.dry_run:  # the CPU check: its exit status says ready, failed, or code fine with data missing
+        from evals.dry_run import dry_run
+
+        return dry_run(args.paper, args.tier, seeds, arms, overrides)
+    get_tier(load_spec(args.paper), args.tier)
     if args.nproc > 1:  # data parallel: the same command under torchrun (evals/distributed.py)
         from evals.distributed import launch as launch_distributed
 
@@ -289,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--launcher", default="local", choices=("local", "slurm", "submitit-local"))
     s.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS")
     s.add_argument("--resume", action="store_true", help="finish an interrupted run from its newest checkpoint")
-    s.add_argument("--dry-run", action="store_true", help="resolve, check data, build, take one step; no run")
+    s.add_argument("--dry-run", action="store_true",
+                   help="the CPU check, no run: resolve, check the data (stand-ins where it is missing), build, one "
+                        "step, each evaluator on a tiny budget; exit 0 ready, 1 failed, 2 invalid, 3 code fine but "
+                        "data missing (evals/dry_run.py)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_reproduce)
     s = sub.add_parser("evaluate", help="re-run the spec's evaluators on a saved run or checkpoint")
@@ -308,14 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
+        code = args.fn(args)
     except (SpecError, RecordError, CheckpointError, RunInProgress) as e:
         print(f"repro: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("repro: interrupted (checkpoints, if any, are kept; rerun with --resume)", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

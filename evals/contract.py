@@ -8,7 +8,13 @@ A paper module (`reproductions.<id>`, or the module an arm names) provides
 and may provide the optional hooks
 - `dry_run_step(agent, config) -> dict[str, float]`: one optimisation step on a tiny CPU batch;
 - `required_data(config) -> list[str]`: what the run needs that is missing here (empty: nothing);
-- `data_fingerprint(config) -> str`: what data the run saw, for the record.
+- `data_fingerprint(config) -> str`: what data the run saw, for the record;
+- `stand_in_data(config, folder) -> config`: for `--dry-run` where `required_data` names what is
+  missing: writes a tiny stand-in of it under `folder`, in the on-disk format the real loaders
+  read (an ImageFolder tree, a `datasets` folder, a Hugging Face checkpoint), and returns the
+  config pointing at it, for which `required_data` is empty. It may live in the module or in the
+  module's package as `<package>.stand_ins` (imported by the dry run alone: a stand-in decides no
+  number, so it is outside the source hash of the paper's records).
 
 `paper_hooks(module)` checks a module against this and returns its hooks, the optional ones
 filled with their defaults; a missing or malformed piece is a `ContractError` that names the
@@ -23,6 +29,8 @@ Papers import this module and `evals.tasks`, and nothing else of the harness.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,8 +327,10 @@ REQUIRED = {"Config": "a dataclass of the run's settings", "build": "build(confi
             "train": "train(config, run) -> Agent"}
 OPTIONAL = {"dry_run_step": "dry_run_step(agent, config) -> dict[str, float]",
             "required_data": "required_data(config) -> list[str]",
-            "data_fingerprint": "data_fingerprint(config) -> str"}
-ARITY = {"build": 1, "train": 2, "dry_run_step": 2, "required_data": 1, "data_fingerprint": 1}
+            "data_fingerprint": "data_fingerprint(config) -> str",
+            "stand_in_data": "stand_in_data(config, folder) -> config"}
+ARITY = {"build": 1, "train": 2, "dry_run_step": 2, "required_data": 1, "data_fingerprint": 1, "stand_in_data": 2}
+STAND_INS = "stand_ins"  # the module of a paper's package that may hold `stand_in_data`
 
 
 @dataclass(frozen=True)
@@ -334,6 +344,7 @@ class PaperHooks:
     dry_run_step: Callable[[Any, Any], dict[str, float]] | None = None  # None: the dry run builds only
     required_data: Callable[[Any], list[str]] = lambda config: []
     data_fingerprint: Callable[[Any], str | None] = lambda config: None
+    stand_in_data: Callable[[Any, Path], Any] | None = None  # None: missing data stops the dry run
 
 
 def paper_hooks(module: ModuleType) -> PaperHooks:
@@ -347,6 +358,9 @@ def paper_hooks(module: ModuleType) -> PaperHooks:
     if not (isinstance(found["Config"], type) and dataclasses.is_dataclass(found["Config"])):
         raise ContractError(f"paper module {name!r}: 'Config' must be a dataclass (the spec's config fills its fields)")
     hooks = {piece: found[piece] for piece in (*REQUIRED, *OPTIONAL) if piece in found}
+    if "stand_in_data" not in hooks and (stand_ins := _stand_ins_module(module)) is not None:
+        if "stand_in_data" in vars(stand_ins):
+            hooks["stand_in_data"] = vars(stand_ins)["stand_in_data"]
     for piece, fn in hooks.items():
         if piece == "Config":
             continue
@@ -357,6 +371,19 @@ def paper_hooks(module: ModuleType) -> PaperHooks:
             raise ContractError(f"paper module {name!r}: {piece!r} must accept {ARITY[piece]} positional "
                                 f"argument(s): {(REQUIRED | OPTIONAL)[piece]}")
     return PaperHooks(name=name, **hooks)
+
+
+def _stand_ins_module(module: ModuleType) -> ModuleType | None:
+    """`<package>.stand_ins` of the module's package (the module itself when it is a package), if any."""
+    package = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
+    if not package:
+        return None
+    name = f"{package}.{STAND_INS}"
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return importlib.import_module(name) if found is not None else None
 
 
 def _accepts(fn: Callable, n: int) -> bool:

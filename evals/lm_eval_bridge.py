@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,7 @@ def hf_model(path: str, **kwargs):
 
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no Hugging Face checkpoint here (config.json missing)")
+    kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")  # lm-eval's default is cuda
     return HFLM(pretrained=path, **kwargs)
 
 
@@ -142,6 +144,69 @@ def evaluate(lm: LM, tasks: list[str], local: bool = True, num_fewshot: int | No
     return simple_evaluate(model=lm, tasks=task_list, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                            bootstrap_iters=0, log_samples=True, random_seed=seed, numpy_random_seed=seed,
                            torch_random_seed=seed, fewshot_random_seed=seed)
+
+
+# -- for dry runs: which standard tasks exist, and whether their data is on this machine ------------
+LOCAL_BY_OUTPUT_TYPE = {"multiple_choice": "repro_python_mc", "loglikelihood": "repro_python_mc",
+                        "generate_until": "repro_python_complete", "loglikelihood_rolling": "repro_python_rolling"}
+
+
+def lm_eval_version() -> str:
+    from lm_eval import __version__
+
+    return __version__
+
+
+@lru_cache(maxsize=1)
+def standard_task_index() -> dict[str, Any]:
+    """lm-eval's own tasks and groups by name (its task index, read once: it takes seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    return dict(TaskManager().task_index)
+
+
+def _leaf_configs(name: str, index: dict[str, Any], seen: frozenset = frozenset()) -> list[dict[str, Any]]:
+    """The configs of the tasks a task, group or tag stands for."""
+    entry = index.get(name)
+    if entry is None or name in seen:
+        return []
+    cfg = entry.cfg or {}
+    if "dataset_path" in cfg or "output_type" in cfg:
+        return [cfg]
+    children = cfg.get("task") or [t for t, e in index.items() if name in (e.tags or set())]
+    children = [children] if isinstance(children, str) else children
+    return [c for child in children if isinstance(child, str) for c in _leaf_configs(child, index, seen | {name})]
+
+
+def hf_cache_dirs() -> str:
+    import datasets
+    from huggingface_hub import constants
+
+    return f"{datasets.config.HF_DATASETS_CACHE} and {constants.HF_HUB_CACHE}"
+
+
+def uncached_datasets(task: str) -> list[str]:
+    """The datasets of a standard task (or of a group's tasks) with no copy in the local Hugging
+    Face caches (the `datasets` cache or the hub's), which an offline run cannot load."""
+    import datasets
+    from huggingface_hub import constants
+
+    out = []
+    for cfg in _leaf_configs(task, standard_task_index()):
+        path = cfg.get("dataset_path")
+        if not path or path in out:
+            continue
+        here = [Path(datasets.config.HF_DATASETS_CACHE) / path.replace("/", "___"),
+                Path(constants.HF_HUB_CACHE) / f"datasets--{path.replace('/', '--')}"]
+        if not any(p.is_dir() for p in here) and not Path(path).exists():
+            out.append(path)
+    return out
+
+
+def local_stand_ins(task: str) -> list[str]:
+    """The local tasks of the request types a standard task makes (a dry run's stand-in for its data)."""
+    kinds = {cfg.get("output_type", "multiple_choice") for cfg in _leaf_configs(task, standard_task_index())}
+    return sorted({LOCAL_BY_OUTPUT_TYPE.get(k, "repro_python_mc") for k in kinds} or {"repro_python_mc"})
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:

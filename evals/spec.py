@@ -166,7 +166,6 @@ class Tier(Strict):
     evaluators: list[EvaluatorSpec] = Field(default_factory=list)
     targets: list[Target] = Field(default_factory=list)
     deviations: list[str] = Field(default_factory=list)
-    dry_run_only: bool = False
     # Re-execution by CI stops a run at the first value it logs past this step (its config
     # unchanged, so every schedule is the full run's) and compares the values logged up to it;
     # None: the whole run is re-executed.

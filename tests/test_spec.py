@@ -133,7 +133,7 @@ def test_cli_status_json(capsys):
 def test_dry_run_of_the_full_tier(capsys):
     code, out, _ = run_cli(capsys, "reproduce", "sac", "--tier", "full", "--dry-run", "--arms", "ours,ours_humanoid")
     assert code == 0
-    assert "parameters" in out and "one optimisation step" in out and "dry run of sac/full: ok" in out
+    assert "parameters" in out and "one optimisation step" in out and "dry run of sac/full: ready" in out
 
 
 def test_a_target_on_a_metric_no_evaluator_reports_is_a_spec_error(tmp_path):

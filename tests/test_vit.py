@@ -204,6 +204,8 @@ def test_smoke_run_through_harness_records_a_recomputable_accuracy(arm, run_opts
 def test_full_tier_dry_run_names_the_missing_root(tmp_path, capsys):
     from evals.cli import main
 
-    assert main(["reproduce", "vit", "--tier", "full", "--dry-run", "--set", f"data_root={tmp_path}/imagenet"]) == 2
+    small = [f"{k}={v}" for k, v in {"depth": 1, "dim": 32, "heads": 2, "mlp_dim": 64, "head_hidden": 32, "workers": 0}.items()]
+    args = ["reproduce", "vit", "--tier", "full", "--dry-run", "--set", f"data_root={tmp_path}/imagenet"]
+    assert main([*args, *[a for kv in small for a in ("--set", kv)]]) == 3  # code fine, data missing: ran on a stand-in
     err = capsys.readouterr().err
     assert f"{tmp_path}/imagenet/train" in err and f"{tmp_path}/imagenet/val" in err

@@ -14,6 +14,16 @@ them from a result's samples and protocol, so `repro verify` can check those too
 Each evaluator also declares the names of the metrics it reports (`metric_names(options)`, shell
 patterns where a name carries a task or a method), so that a spec's target naming a metric no
 evaluator of its tier reports is an error when the spec is loaded, not a target never met.
+
+For `repro reproduce --dry-run` (evals/dry_run.py) an evaluator may declare three hooks, none of
+which changes what it measures in a run:
+- `tiny(options) -> options`: the same options on a tiny budget (a few episodes, samples or
+  tokens), so the dry run scores the built model in seconds;
+- `check(agent, config, options) -> list[str]`: what in the tier's own options cannot work with
+  this model and data (lm_loss: more tokens than the split holds), found without running them;
+- `stand_in(options, folder) -> (options, missing)`: what the evaluator itself reads that is not
+  on this machine (weights, a task's data), each named with where it looked, and options that
+  read a tiny stand-in written under `folder` instead.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -61,6 +72,9 @@ class Evaluator:
     fn: Callable[[Any, Any, BaseModel], Measured]
     metric_names: Callable[[BaseModel], list[str]]
     derive: Callable[[EvalResult], dict[str, float]] | None = None
+    tiny: Callable[[BaseModel], BaseModel] | None = None                          # dry runs: a tiny budget
+    check: Callable[[Any, Any, BaseModel], list[str]] | None = None               # dry runs: settings that cannot work
+    stand_in: Callable[[BaseModel, Path], tuple[BaseModel, list[str]]] | None = None  # dry runs: missing inputs
 
     def reports(self, metric: str, options: BaseModel) -> bool:
         return any(fnmatch.fnmatchcase(metric, p) for p in self.metric_names(options))
@@ -75,12 +89,22 @@ REGISTRY: dict[str, Evaluator] = {}
 
 
 def register(name: str, version: int, options: type[BaseModel], metric_names: Callable[[BaseModel], list[str]],
-             derive: Callable[[EvalResult], dict[str, float]] | None = None):
+             derive: Callable[[EvalResult], dict[str, float]] | None = None,
+             tiny: Callable[[BaseModel], BaseModel] | None = None,
+             check: Callable[[Any, Any, BaseModel], list[str]] | None = None,
+             stand_in: Callable[[BaseModel, Path], tuple[BaseModel, list[str]]] | None = None):
     def deco(fn) -> Evaluator:  # the name now calls the registered evaluator: an EvalResult, stamped
-        REGISTRY[name] = Evaluator(name, version, options, fn, metric_names, derive)
+        REGISTRY[name] = Evaluator(name, version, options, fn, metric_names, derive, tiny, check, stand_in)
         return REGISTRY[name]
 
     return deco
+
+
+def shrunk(options: BaseModel, **budget: Any) -> BaseModel:
+    """`options` with each named budget field at most the value given (a `tiny` hook's helper):
+    a budget already smaller stays, and the result is validated by the options' own model."""
+    smaller = {k: v if getattr(options, k) in (None, 0) else min(getattr(options, k), v) for k, v in budget.items()}
+    return type(options).model_validate(options.model_dump() | smaller)
 
 
 def resolve_evaluator(spec: EvaluatorSpec, where: str) -> tuple[Evaluator, BaseModel]:

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from evals.contract import Actor, capability
-from evals.evaluators import Measured, register
+from evals.evaluators import Measured, register, shrunk
 from evals.record import EvalResult
 from evals.tasks.atari import is_atari, make_atari
 from evals.tasks.envs import make_env
@@ -29,6 +29,12 @@ class AtariReturnOptions(BaseModel):
     noop_max: int = Field(30, ge=0)
     deterministic: bool = True
     seed_base: int = 1_000_000
+    max_episode_steps: int | None = Field(None, ge=1)  # None: to game over or the env's own limit (a dry run's budget sets it)
+
+
+def tiny(options: AtariReturnOptions) -> AtariReturnOptions:
+    """A dry run's budget: one episode of at most 20 steps."""
+    return shrunk(options, episodes=1, max_episode_steps=20)
 
 
 def play(env: gym.Env, act, seeds: list[int], epsilon: float, rng: np.random.Generator) -> tuple[list[float], list[int]]:
@@ -52,12 +58,14 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"best_return": max(result.samples["return"])} if result.samples else {}
 
 
-@register("atari_return", version=1, options=AtariReturnOptions, derive=derive,
+@register("atari_return", version=1, options=AtariReturnOptions, derive=derive, tiny=tiny,
           metric_names=lambda o: ["return", "best_return", "episode_length"])
 def atari_return(agent, config, options: AtariReturnOptions) -> Measured:
     actor = capability(agent, Actor, "atari_return")
     atari = is_atari(config.env_id)
     env = make_atari(config.env_id, training=False, noop_max=options.noop_max) if atari else make_env(config.env_id)
+    if options.max_episode_steps:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=options.max_episode_steps)
     seeds = [options.seed_base + i for i in range(options.episodes)]
     try:
         returns, lengths = play(env, lambda obs: actor.act(obs, deterministic=options.deterministic), seeds,
@@ -74,6 +82,8 @@ def atari_return(agent, config, options: AtariReturnOptions) -> Measured:
                    + ("deterministic (greedy / mean) action" if options.deterministic else "sampled action"),
         "return": "undiscounted sum of the env's own score, to game over or time limit",
     }
+    if options.max_episode_steps:
+        protocol["max_episode_steps"] = options.max_episode_steps
     if atari:
         import ale_py
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sacrebleu.metrics import BLEU
 
 from evals.contract import Translator
-from evals.evaluators import Measured, register
+from evals.evaluators import Measured, register, shrunk
 from evals.record import EvalResult
 
 STAT_NAMES = [f"correct_{n}" for n in range(1, 5)] + [f"total_{n}" for n in range(1, 5)] + ["sys_len", "ref_len"]
@@ -39,7 +39,19 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"bleu": corpus_bleu_from_samples(result.samples)} if result.samples else {}
 
 
-@register("bleu", version=1, options=BLEUOptions, derive=derive, metric_names=lambda o: ["bleu", "exact_match"])
+def tiny(options: BLEUOptions) -> BLEUOptions:
+    """A dry run's budget: the first held-out sentence (beam search is the slow part)."""
+    return shrunk(options, sentences=1)
+
+
+def check(agent, config, options: BLEUOptions) -> list[str]:
+    """The tier's `sentences` are no more than the translator holds out."""
+    if not isinstance(agent, Translator) or options.sentences <= (held := len(agent.held_out())):
+        return []
+    return [f"bleu: sentences={options.sentences:,}, but the translator holds out {held:,}"]
+
+
+@register("bleu", version=1, options=BLEUOptions, derive=derive, tiny=tiny, check=check, metric_names=lambda o: ["bleu", "exact_match"])
 def bleu(agent, config, options: BLEUOptions) -> Measured:
     if not isinstance(agent, Translator):
         return Measured(metrics={},

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
 from evals.contract import Classifier, ProbedClassifier, capability
-from evals.evaluators import Measured, register
+from evals.evaluators import Measured, register, shrunk
 from evals.record import EvalResult
 from evals.tasks.image_loaders import HELDOUT, SHAPES_DEFAULT_N, fingerprint, image_dataset
 
@@ -45,7 +45,12 @@ def derive(result: EvalResult) -> dict[str, float]:
     return out
 
 
-@register("classification", version=1, options=ClassificationOptions, derive=derive,
+def tiny(options: ClassificationOptions) -> ClassificationOptions:
+    """A dry run's budget: the first 4 images of the split."""
+    return shrunk(options, n=4, batch_size=4)
+
+
+@register("classification", version=1, options=ClassificationOptions, derive=derive, tiny=tiny,
           metric_names=lambda o: [f"{o.prefix}accuracy", f"{o.prefix}top{o.top_k}_accuracy"])
 def classification(agent, config, options: ClassificationOptions) -> Measured:
     wanted = ProbedClassifier if options.method == "probe_logits" else Classifier

@@ -26,7 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from evals.contract import ImageSampler, capability
-from evals.evaluators import Measured, register
+from evals.evaluators import Measured, register, shrunk
 
 
 METRICS = ("fid", "fid_real_floor", "fid_noise_baseline", "kid", "kid_real_floor", "isc", "isc_real")
@@ -102,7 +102,28 @@ def fidelity(images: torch.Tensor, reference: torch.Tensor, options: FIDOptions,
             "isc": out["inception_score_mean"]}
 
 
-@register("fid", version=1, options=FIDOptions, metric_names=lambda o: list(METRICS))
+def tiny(options: FIDOptions) -> FIDOptions:
+    """A dry run's budget: 10 generated images (the Inception Score's 10 splits need as many), KID
+    on 2 subsets of them."""
+    return shrunk(options, num_samples=10, batch_size=10, kid_subsets=2, kid_subset_size=10)
+
+
+def stand_in(options: FIDOptions, folder) -> tuple[FIDOptions, list[str]]:
+    """Inception's weights, when absent: the dry run measures with the project's own `digits-cnn`
+    extractor instead (the weights are checked against their published hash, so no stand-in file
+    can take their place); the rest of the protocol is the tier's."""
+    from evals import feature_extractors as fx
+
+    if options.extractor != fx.INCEPTION_NAME:
+        return options, []
+    try:
+        fx.inception_weights(options.inception_weights)
+    except (FileNotFoundError, ValueError) as e:
+        return options.model_copy(update={"extractor": fx.DIGITS_NAME, "inception_weights": None}), [f"fid: {e}"]
+    return options, []
+
+
+@register("fid", version=1, options=FIDOptions, tiny=tiny, stand_in=stand_in, metric_names=lambda o: list(METRICS))
 def fid(agent, config, options: FIDOptions) -> Measured:
     import torch_fidelity
 

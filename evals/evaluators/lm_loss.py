@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from evals.contract import LanguageModel, PublishedCheckpoint, ReportsStatistics, ScoredOnDomain
-from evals.evaluators import Measured, register
+from evals.evaluators import Measured, register, shrunk
 from evals.record import EvalResult
 from evals.tasks import code_corpus, code_domains
 
@@ -61,12 +61,35 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"val_loss": nats / p["tokens"], "bits_per_byte": nats / math.log(2) / p["bytes"]}
 
 
+def tiny(options: LMLossOptions) -> LMLossOptions:
+    """A dry run's budget: one window of the model's block."""
+    return shrunk(options, tokens=1, batch_size=1)
+
+
+def check(agent, config, options: LMLossOptions) -> list[str]:
+    """The tier's `tokens` fit the validation split (the one `lm_loss` scores this model on) in
+    windows of the model's block."""
+    if not isinstance(agent, LanguageModel):
+        return []
+    domain = agent.corpus_domain if isinstance(agent, ScoredOnDomain) else ""
+    split = code_domains.token_split("validation", domain, agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
+    windows = max(1, options.tokens // agent.block_size)
+    if windows * agent.block_size + 1 <= len(split.tokens):
+        return []
+    fits = (len(split.tokens) - 1) // agent.block_size * agent.block_size
+    return [f"lm_loss: tokens={options.tokens:,} needs {windows:,} windows of {agent.block_size} tokens, but the "
+            f"validation split{f' of {domain}' if domain else ''} holds {len(split.tokens):,} tokens with tokenizer "
+            f"{agent.tokenizer_name}"
+            + (f" (vocabulary {agent.bpe_vocab_size})" if agent.tokenizer_name == "bpe" else "")
+            + f": at most {fits:,} fit"]
+
+
 # The statistics a model that ReportsStatistics adds to the metrics, by name: a mixture of experts'
 # routing balance (expert_share_max, expert_share_min, expert_share_<i>). A new kind adds its pattern.
 MODEL_STATISTICS = ["expert_share_*"]
 
 
-@register("lm_loss", version=1, options=LMLossOptions, derive=derive,
+@register("lm_loss", version=1, options=LMLossOptions, derive=derive, tiny=tiny, check=check,
           metric_names=lambda o: ["val_loss", "bits_per_byte", "unigram_bits_per_byte", *MODEL_STATISTICS])
 @torch.no_grad()
 def lm_loss(agent, config, options: LMLossOptions) -> Measured:
@@ -116,7 +139,49 @@ class LMEvalOptions(BaseModel):
     batch_size: int = Field(1, ge=1)  # for Hugging Face checkpoints
 
 
-@register("lm_eval", version=1, options=LMEvalOptions, metric_names=lambda o: [f"{task}_*" for task in o.tasks])
+def lm_eval_tiny(options: LMEvalOptions) -> LMEvalOptions:
+    """A dry run's budget: two documents per task."""
+    return shrunk(options, limit=2)
+
+
+def lm_eval_check(agent, config, options: LMEvalOptions) -> list[str]:
+    """Every task the options name is a local task file (`local`) or one of lm-eval's tasks."""
+    from evals import lm_eval_bridge as bridge
+
+    if options.local:
+        try:
+            bridge.local_tasks(options.tasks)
+        except ValueError as e:
+            return [f"lm_eval: {e}"]
+        return []
+    known = bridge.standard_task_index()
+    unknown = [t for t in options.tasks if t not in known]
+    return [f"lm_eval: lm-eval {bridge.lm_eval_version()} has no task {t!r}" for t in unknown]
+
+
+def lm_eval_stand_in(options: LMEvalOptions, folder) -> tuple[LMEvalOptions, list[str]]:
+    """Standard tasks whose datasets are not in the local Hugging Face cache are missing; where any
+    is, the evaluator runs on the local tasks (evals/lm_tasks/) of the request types of the tasks
+    named, at most 2 shots (the local files are small)."""
+    from evals import lm_eval_bridge as bridge
+
+    if options.local:
+        return options, []
+    missing, stand_ins = [], []
+    for task in options.tasks:
+        absent = bridge.uncached_datasets(task)
+        if absent:
+            missing.append(f"lm_eval task {task!r}: dataset(s) {', '.join(absent)} not in the local Hugging Face "
+                           f"cache ({bridge.hf_cache_dirs()})")
+        stand_ins += bridge.local_stand_ins(task) if absent else []
+    if not missing:
+        return options, []
+    shots = None if options.num_fewshot is None else min(options.num_fewshot, 2)
+    return options.model_copy(update={"tasks": sorted(set(stand_ins)), "local": True, "num_fewshot": shots}), missing
+
+
+@register("lm_eval", version=1, options=LMEvalOptions, tiny=lm_eval_tiny, check=lm_eval_check, stand_in=lm_eval_stand_in,
+          metric_names=lambda o: [f"{task}_*" for task in o.tasks])
 def lm_eval_tasks(agent, config, options: LMEvalOptions) -> Measured:
     """lm-eval tasks through `evals/lm_eval_bridge.py`: our models as an lm-eval LM, or a published
     Hugging Face checkpoint (an agent with `checkpoint_path`) through lm-eval's own `hf` model.

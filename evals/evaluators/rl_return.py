@@ -11,7 +11,7 @@ import gymnasium as gym
 from pydantic import BaseModel, ConfigDict, Field
 
 from evals.contract import Actor, capability
-from evals.evaluators import Measured, register
+from evals.evaluators import Measured, register, shrunk
 from evals.tasks.rollout import run_episodes
 
 
@@ -20,13 +20,21 @@ class RLReturnOptions(BaseModel):
     episodes: int = Field(10, ge=1)
     deterministic: bool = True
     seed_base: int = 1_000_000
+    max_episode_steps: int | None = Field(None, ge=1)  # None: the env's own time limit (a dry run's budget sets it)
 
 
-@register("rl_return", version=1, options=RLReturnOptions, metric_names=lambda o: ["return", "episode_length"])
+def tiny(options: RLReturnOptions) -> RLReturnOptions:
+    """A dry run's budget: one episode of at most 20 steps."""
+    return shrunk(options, episodes=1, max_episode_steps=20)
+
+
+@register("rl_return", version=1, options=RLReturnOptions, tiny=tiny, metric_names=lambda o: ["return", "episode_length"])
 def rl_return(agent, config, options: RLReturnOptions) -> Measured:
     actor = capability(agent, Actor, "rl_return")
     seeds = [options.seed_base + i for i in range(options.episodes)]
-    returns, lengths = run_episodes(config.env_id, lambda obs: actor.act(obs, deterministic=options.deterministic), seeds)
+    limit = {"max_episode_steps": options.max_episode_steps} if options.max_episode_steps else None
+    returns, lengths = run_episodes(config.env_id, lambda obs: actor.act(obs, deterministic=options.deterministic), seeds,
+                                    limit)
     return Measured(metrics={"return": sum(returns) / len(returns), "episode_length": sum(lengths) / len(lengths)},
         samples={"return": returns, "episode_length": [float(x) for x in lengths]},
         protocol={
@@ -36,5 +44,5 @@ def rl_return(agent, config, options: RLReturnOptions) -> Measured:
             "reset_seeds": f"{seeds[0]}..{seeds[-1]}",
             "actions": "deterministic (mean of the policy)" if options.deterministic else "sampled",
             "return": "undiscounted sum of the env's reward, to termination or time limit",
-        },
+        } | ({"max_episode_steps": options.max_episode_steps} if options.max_episode_steps else {}),
     )

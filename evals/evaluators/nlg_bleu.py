@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sacrebleu.metrics import BLEU
 
 from evals.contract import DataToText, capability
-from evals.evaluators import Measured, register
+from evals.evaluators import Measured, register, shrunk
 from evals.evaluators.bleu import STAT_NAMES, corpus_bleu_from_samples
 from evals.record import EvalResult
 
@@ -33,7 +33,12 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"bleu": corpus_bleu_from_samples(result.samples)} if result.samples else {}
 
 
-@register("nlg_bleu", version=1, options=NLGBLEUOptions, derive=derive, metric_names=lambda o: ["bleu"])
+def tiny(options: NLGBLEUOptions) -> NLGBLEUOptions:
+    """A dry run's budget: one input."""
+    return shrunk(options, inputs=1)
+
+
+@register("nlg_bleu", version=1, options=NLGBLEUOptions, derive=derive, tiny=tiny, metric_names=lambda o: ["bleu"])
 def nlg_bleu(agent, config, options: NLGBLEUOptions) -> Measured:
     agent = capability(agent, DataToText, "nlg_bleu")
     items = agent.held_out_references()

@@ -1,0 +1,48 @@
+"""The train_throughput evaluator: tokens/s of a language model's forward + backward, timed the
+same way for every arm; the metric recomputes from the step times; the model is left as it was;
+a step known to take at least 50 ms cannot report more than its tokens / 0.05 s."""
+
+import time
+
+import torch
+
+from evals.evaluators import derived_metrics
+from evals.evaluators.train_throughput import TrainThroughputOptions, tiny, train_throughput
+from reproductions.transformer import lm
+
+
+def small_lm():
+    torch.manual_seed(0)
+    return lm.build(lm.Config(n_layer=1, n_head=2, n_embd=32, block_size=32))
+
+
+def test_throughput_of_a_small_lm_leaves_it_unchanged():
+    model = small_lm().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train_throughput(model, None, TrainThroughputOptions(batch_size=2, warmup=1, steps=3))
+    assert result.protocol["tokens_per_step"] == 2 * 32 and len(result.samples["step_seconds"]) == 3
+    assert result.metrics["train_tokens_per_s"] > 0 and "train_peak_memory_gib" not in result.metrics  # CPU
+    assert derived_metrics(result) == result.metrics
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_slow_step_is_timed_as_slow():
+    model = small_lm()
+    forward = model.forward
+
+    def slow(idx, targets=None):
+        time.sleep(0.05)
+        return forward(idx, targets)
+
+    model.forward = slow
+    result = train_throughput(model, None, TrainThroughputOptions(batch_size=1, window=16, warmup=0, steps=2))
+    assert result.metrics["train_tokens_per_s"] <= 16 / 0.05
+    assert min(result.samples["step_seconds"]) >= 0.05
+
+
+def test_not_a_language_model_is_not_scored_and_the_dry_run_budget_is_tiny():
+    result = train_throughput(torch.nn.Linear(2, 2), None, TrainThroughputOptions())
+    assert result.metrics == {} and result.protocol["scored"] is False
+    small = tiny(TrainThroughputOptions(batch_size=8, warmup=5, steps=20, autocast="bf16"))
+    assert (small.batch_size, small.window, small.warmup, small.steps, small.autocast) == (1, 64, 1, 1, "bf16")

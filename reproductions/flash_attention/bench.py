@@ -70,10 +70,12 @@ def time_and_memory(fn, n: int, causal: bool, dtype: torch.dtype, batch: int, he
     """Median milliseconds of forward + backward, and peak MiB allocated beyond the inputs (NaN, NaN
     when the GPU runs out of memory or the method does not support the setting)."""
     g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v, grad = (torch.randn(batch, heads, n, head_dim, device="cuda", dtype=dtype, generator=g) for _ in range(4))
-    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    inputs = [torch.randn(batch, heads, n, head_dim, device="cuda", dtype=dtype, generator=g) for _ in range(4)]
+    for t in inputs[:3]:
+        t.requires_grad_()
 
     def step():
+        q, k, v, grad = inputs
         fn(q, k, v, causal).backward(grad)
         for t in (q, k, v):
             t.grad = None
@@ -102,7 +104,7 @@ def time_and_memory(fn, n: int, causal: bool, dtype: torch.dtype, batch: int, he
         print(f"  {n}: {type(e).__name__}: {str(e).splitlines()[0][:120]}", file=sys.stderr)
         return math.nan, math.nan
     finally:
-        del q, k, v, grad
+        inputs.clear()
         torch.cuda.empty_cache()
 
 

@@ -4,10 +4,11 @@ a step known to take at least 50 ms cannot report more than its tokens / 0.05 s.
 
 import time
 
+import pytest
 import torch
 
 from evals.evaluators import derived_metrics
-from evals.evaluators.train_throughput import TrainThroughputOptions, tiny, train_throughput
+from evals.evaluators.train_throughput import TrainThroughputOptions, check, tiny, train_throughput
 from reproductions.transformer import lm
 
 
@@ -46,3 +47,13 @@ def test_not_a_language_model_is_not_scored_and_the_dry_run_budget_is_tiny():
     assert result.metrics == {} and result.protocol["scored"] is False
     small = tiny(TrainThroughputOptions(batch_size=8, warmup=5, steps=20, autocast="bf16"))
     assert (small.batch_size, small.window, small.warmup, small.steps, small.autocast) == (1, 64, 1, 1, "bf16")
+
+
+def test_settings_that_cannot_work_are_named():
+    model = small_lm()
+    assert check(model, None, TrainThroughputOptions(batch_size=2)) == []
+    assert check(model, None, TrainThroughputOptions(window=64)) == [
+        "train_throughput: window=64 exceeds the model's block size 32"]
+    assert "does not fit the train split" in check(model, None, TrainThroughputOptions(batch_size=10**6))[0]
+    with pytest.raises(ValueError, match="exceeds the model's block size"):
+        train_throughput(model, None, TrainThroughputOptions(window=64))

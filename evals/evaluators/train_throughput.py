@@ -54,20 +54,35 @@ def tiny(options: TrainThroughputOptions) -> TrainThroughputOptions:
     return small.model_copy(update={"window": 64 if small.window == 0 else min(small.window, 64)})
 
 
+def check(agent, config, options: TrainThroughputOptions) -> list[str]:
+    """The tier's batch fits the train split, in windows no longer than the model's block."""
+    if not isinstance(agent, LanguageModel):
+        return []
+    window = options.window or agent.block_size
+    if window > agent.block_size:
+        return [f"train_throughput: window={window} exceeds the model's block size {agent.block_size}"]
+    split = code_corpus.token_split("train", agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
+    if options.batch_size * window + 1 > len(split.tokens):
+        return [f"train_throughput: a batch of {options.batch_size} x {window} tokens does not fit the train split "
+                f"({len(split.tokens):,} tokens)"]
+    return []
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-@register("train_throughput", version=1, options=TrainThroughputOptions, derive=derive, tiny=tiny,
+@register("train_throughput", version=1, options=TrainThroughputOptions, derive=derive, tiny=tiny, check=check,
           metric_names=lambda o: ["train_tokens_per_s", "train_peak_memory_gib"])
 def train_throughput(agent, config, options: TrainThroughputOptions) -> Measured:
     if not isinstance(agent, LanguageModel):
         return Measured(metrics={},
                         protocol={"scored": False, "reason": f"{type(agent).__name__} is not a language model"})
+    problems = check(agent, config, options)
+    if problems:
+        raise ValueError("; ".join(problems))
     window = options.window or agent.block_size
-    if window > agent.block_size:
-        raise ValueError(f"train_throughput: window={window} exceeds the model's block size {agent.block_size}")
     split = code_corpus.token_split("train", agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
     x, y = next(code_corpus.fixed_windows(split.tokens, options.batch_size * window, window, options.batch_size))
     device = next(agent.parameters()).device

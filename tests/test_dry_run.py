@@ -35,8 +35,6 @@ SHORTER = {"ddpm": ["--set", "T=2"]}
 PENDING = {
     "flash_attention": "the committed lm_loss tokens=1048576 do not fit the validation split with the 50,257 BPE "
                        "(265,541 tokens); the working tree's 131,072 fit, pending its owner's commit",
-    "muon": "evaluator fineweb_loss has no `tiny` hook: the dry run asks the stand-in shards for the tier's "
-            "10,485,760 validation tokens",
 }
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from evals.contract import LanguageModel, capability
-from evals.evaluators import Measured, register
+from evals.evaluators import Measured, register, shrunk
 from evals.record import EvalResult
 from evals.tasks import fineweb
 
@@ -34,17 +34,31 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"val_loss": sum(losses) / len(losses)} if losses else {}
 
 
-@register("fineweb_loss", version=1, options=FinewebLossOptions, derive=derive, metric_names=lambda o: ["val_loss"])
+def tiny(options: FinewebLossOptions) -> FinewebLossOptions:
+    """A dry run's budget: one batch of two windows."""
+    return shrunk(options, tokens=2 * options.window, batch_size=2)
+
+
+def check(agent, config, options: FinewebLossOptions) -> list[str]:
+    """What in the options cannot work with this model (the shards' size is checked when they are read)."""
+    problems = []
+    block = getattr(agent, "block_size", None)
+    if block is not None and options.window > block:
+        problems.append(f"windows of {options.window} tokens exceed the model's block size {block}")
+    if options.tokens % (options.window * options.batch_size):
+        problems.append(f"tokens={options.tokens:,} are not whole batches of {options.batch_size} windows of {options.window}")
+    return problems
+
+
+@register("fineweb_loss", version=1, options=FinewebLossOptions, derive=derive, tiny=tiny, check=check,
+          metric_names=lambda o: ["val_loss"])
 @torch.no_grad()
 def fineweb_loss(agent, config, options: FinewebLossOptions) -> Measured:
     model = capability(agent, LanguageModel, "fineweb_loss")
     if model.tokenizer_name != "gpt2":
         raise ValueError(f"fineweb_loss scores GPT-2 token ids; the model's tokenizer is {model.tokenizer_name!r}")
-    if options.window > model.block_size:
-        raise ValueError(f"fineweb_loss: windows of {options.window} tokens exceed the model's block size {model.block_size}")
-    if options.tokens % (options.window * options.batch_size):
-        raise ValueError(f"fineweb_loss: {options.tokens} tokens are not whole batches of {options.batch_size} "
-                         f"windows of {options.window}")
+    if problems := check(model, config, options):
+        raise ValueError("fineweb_loss: " + "; ".join(problems))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

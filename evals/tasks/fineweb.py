@@ -22,7 +22,7 @@ import torch
 MAGIC, VERSION, HEADER_INTS = 20240520, 1, 256
 VOCAB_SIZE = 50257  # GPT-2's tokenizer
 SPLITS = {"train": "fineweb_train_*.bin", "validation": "fineweb_val_*.bin"}
-DOWNLOAD = "modded-nanogpt's `python data/cached_fineweb10B.py 8` fetches them (8 train shards, 800M tokens)"
+DOWNLOAD = "modded-nanogpt's `python data/cached_fineweb10B.py 8` fetches them: 8 train shards, 800M tokens"
 
 
 def shard_paths(root: str | Path, split: str) -> list[Path]:

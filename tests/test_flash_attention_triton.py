@@ -161,6 +161,16 @@ print("gpt ok")
     assert out.returncode == 0 and "gpt ok" in out.stdout, out.stderr[-3000:]
 
 
+@pytest.mark.skipif(torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
+                    reason="the error is for CPU tensors without the interpreter")
+def test_cpu_tensors_without_the_interpreter_are_refused_clearly():
+    from reproductions.flash_attention.triton_kernel import triton_flash_attention
+
+    q = torch.randn(1, 1, 4, 16)
+    with pytest.raises(ValueError, match="need CUDA tensors"):
+        triton_flash_attention(q, q, q)
+
+
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: compiled Triton kernels")
 
 # Compiled, the kernels run with their default launch settings (one compilation per dtype, causal

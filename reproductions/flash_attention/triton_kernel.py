@@ -333,6 +333,10 @@ def _launch(kind: str, kernel, grid_of, args: tuple, consts: dict, dtype: torch.
 
 
 def _check(q, k, v, causal: bool, precision: str) -> None:
+    if not interpreted() and not (q.is_cuda and k.is_cuda and v.is_cuda):
+        raise ValueError(f"the Triton kernels need CUDA tensors (got {q.device}), or Triton's interpreter on the CPU "
+                         "(TRITON_INTERPRET=1 before triton is imported); flash.py's flash_attention is the same "
+                         "algorithm in PyTorch for any device")
     if not (q.dim() == k.dim() == v.dim() >= 2) or q.shape[:-2] != k.shape[:-2] or k.shape != v.shape:
         raise ValueError(f"q, k, v must be (..., n, d) with the same leading sizes, got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")

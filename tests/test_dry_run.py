@@ -30,16 +30,7 @@ def _full_tiers() -> list[str]:
 SHORTER = {"ddpm": ["--set", "T=2"]}
 
 
-# Full tiers whose dry run failed when this test was added, each with what its owner has to do;
-# remove an entry once the tier passes (xfail, not strict: a fixed tier shows as XPASS).
-PENDING = {
-    "flash_attention": "the committed lm_loss tokens=1048576 do not fit the validation split with the 50,257 BPE "
-                       "(265,541 tokens); the working tree's 131,072 fit, pending its owner's commit",
-}
-
-
-@pytest.mark.parametrize("paper", [pytest.param(p, marks=pytest.mark.xfail(reason=PENDING[p], strict=False))
-                                   if p in PENDING else p for p in _full_tiers()])
+@pytest.mark.parametrize("paper", _full_tiers())
 def test_every_full_tier_dry_runs_with_its_evaluators(paper, capsys):
     code = main(["reproduce", paper, "--tier", "full", "--dry-run", *SHORTER.get(paper, [])])
     out, err = capsys.readouterr()

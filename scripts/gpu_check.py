@@ -64,6 +64,12 @@ SHORT_ARMS: list[tuple[str, str, dict[str, object]]] = [
     ("mae", "ours", {"pretrain_steps": 300, "probe_steps": 100, "steps": 200}),
     ("ddpm", "ours", {}),
     ("flash_attention", "ours", {}),
+    ("muon", "muon", {}),
+    ("lora", "lora_r4", {"steps": 300, "ft_steps": 100}),
+    ("mamba", "s6", {"steps": 500, "curriculum_steps": 250}),
+    ("mamba", "decode", {}),
+    ("bitnet", "large", {"steps": 200}),
+    ("speculative", "ours", {"target_steps": 100, "draft_steps": 100, "prompts": 4, "draws": 200, "cost_repeats": 5}),
 ]
 
 # FlashAttention's full tier for a few hundred steps with each attention (tokens/s in its curves).

@@ -164,8 +164,9 @@ def _evaluate(arm: _Arm, ev, options: BaseModel, agent, config, folder: Path) ->
         arm.fail(label, e)
         return
     scored = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()) or f"not scored ({result.protocol.get('reason', '-')})"
-    arm.say(f"{label} on a tiny budget ({', '.join(f'{k}={v}' for k, v in changed.items()) or 'the tier options'}) "
-            f"in {time.perf_counter() - t0:.1f}s: {scored}")
+    budget_text = (f"on a tiny budget ({', '.join(f'{k}={v}' for k, v in changed.items()) or 'the tier options'})"
+                   if ev.tiny else "on the tier's own budget (the evaluator declares no `tiny` hook)")
+    arm.say(f"{label} ran {budget_text} in {time.perf_counter() - t0:.1f}s: {scored}")
 
 
 def _summary(paper: str, tier: str, reports: list[_Arm]) -> int:

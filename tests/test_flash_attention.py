@@ -81,3 +81,20 @@ def test_full_tier_training_logs_its_rates_and_checks_its_precision():
     assert next(model.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):
         gpt_speed.autocast(gpt_speed.Config(precision="fp8"), torch.device("cpu"))
+
+
+def test_dry_run_step_of_the_triton_arm_on_a_gpu_machine_steps_its_cpu_model(monkeypatch):
+    """The dry run builds on the CPU on every machine: where CUDA is present (and Triton is compiled,
+    not interpreted), the step must still swap in the PyTorch kernel rather than hand CPU tensors to Triton."""
+    from reproductions.flash_attention import gpt_speed
+
+    def forward_only(model, cfg):  # the step's forward pass, without the optimiser (which would probe CUDA)
+        logits = model.gpt(torch.randint(model.gpt.cfg.vocab_size, (1, 8)))
+        return {"loss": float((logits[0] if isinstance(logits, tuple) else logits).float().mean())}
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpt_speed.lm, "dry_run_step", forward_only)
+    cfg = gpt_speed.Config(n_layer=1, n_head=2, n_embd=32, block_size=32, attention="triton")
+    out = gpt_speed.dry_run_step(gpt_speed.build(cfg), cfg)
+    assert out["loss"] == out["loss"]  # a number, no error from Triton about CPU tensors

@@ -82,10 +82,11 @@ def train(cfg: Config, run) -> lm.LanguageModel:
 
 
 def dry_run_step(model: lm.LanguageModel, cfg: Config) -> dict[str, float]:
-    """One step on a tiny CPU batch. Without a GPU the Triton kernel cannot run, so the step uses
-    the PyTorch tiled kernel of `flash.py` (the same algorithm) in its place."""
+    """One step on a tiny CPU batch. The Triton kernel needs CUDA tensors, so a model on the CPU (the
+    dry run's, on any machine) takes the step with the PyTorch tiled kernel of `flash.py` (the same
+    algorithm) in its place."""
     autocast(cfg, torch.device("cpu"))  # checks the precision's name
-    if cfg.attention == "triton" and not torch.cuda.is_available():
+    if cfg.attention == "triton" and next(model.parameters()).device.type != "cuda":
         for block in model.gpt.blocks:
             block.attn.attend = flash_attention
     return lm.dry_run_step(model, cfg)

@@ -189,7 +189,7 @@ def test_resume_finishes_with_the_same_result(run_opts, monkeypatch, tmp_path):
 def test_full_tier_dry_run(capsys):
     assert cli.main(["reproduce", "dqn", "--tier", "full", "--dry-run", "--arms", "ours_breakout"]) == 0
     out = capsys.readouterr().out
-    assert "built DQN" in out and "dry run of dqn/full: ok" in out
+    assert "built DQN" in out and "dry run of dqn/full: ready" in out
 
 
 def test_save_load_round_trip(tmp_path):

@@ -164,4 +164,4 @@ def test_time_limits_are_bootstrapped_not_terminal(run_opts, monkeypatch):
 def test_full_tier_dry_run(capsys):
     assert cli.main(["reproduce", "ppo", "--tier", "full", "--dry-run", "--arms", "ours_hopper,ours_pong"]) == 0
     out = capsys.readouterr().out
-    assert out.count("built ActorCritic") == 2 and "dry run of ppo/full: ok" in out
+    assert out.count("built ActorCritic") == 2 and "dry run of ppo/full: ready" in out

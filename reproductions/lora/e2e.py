@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from evals.contract import SafetensorsModule
 from reproductions.common.training import restore, snapshot
 from reproductions.lora import lora
+from reproductions.transformer import lm
 from reproductions.transformer.gpt import GPT, GPTConfig
 from reproductions.transformer.layers import FeedForward
 
@@ -236,21 +237,9 @@ class E2EModel(SafetensorsModule):
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def save(self, path) -> None:
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k != "gpt.lm_head.weight"}
-        save_file(state, str(path))
-
-    def load(self, path) -> "E2EModel":
-        from safetensors.torch import load_file
-
-        result = self.load_state_dict(load_file(str(path)), strict=False)
-        missing = set(result.missing_keys) - {"gpt.lm_head.weight"}
-        if missing or result.unexpected_keys:
-            raise KeyError(f"{path}: not this model's checkpoint (missing {sorted(missing)[:5]}, "
-                           f"unexpected {sorted(result.unexpected_keys)[:5]})")
-        return self
+    # the GPT's weights with the output layer left out (tied to the token embedding), as the LM papers save them
+    save = lm.LanguageModel.save
+    load = lm.LanguageModel.load
 
 
 def _adapt(gpt: GPT, cfg: Config, generator: torch.Generator | None = None) -> None:

@@ -4,13 +4,16 @@ the GPU benchmarks and a few hundred steps of FlashAttention's full tier with ea
 calls this.
 
     python scripts/gpu_check.py [--device cuda|cpu] [--only REGEX] [--list] [--out DIR] [--parallel N]
+                                [--deadline S]
 
-Steps run in phases: `env` (what the machine is), then `smoke` and `arm` steps a few at a time (they
-share the GPU), then `triton`, `bench` and `speed` one at a time (they time things). Every step's
-output goes to DIR/logs/<step>.log; DIR/report.md and DIR/report.json give each step's status, wall
-time and the lines it flagged (tokens/s, benchmark tables, metrics). Records and checkpoints go under
-DIR (REPRO_RESULTS, REPRO_RUNS), never into the repository's results/. Exit status 0 when every step
-passed. `--device cpu --only ...` rehearses the flow here on a CPU.
+Steps run in phases, the ones a CPU cannot check first: `env` (what the machine is), then `triton`,
+`speed` and `bench` one at a time (they time things), then `smoke` and `arm` steps a few at a time
+(they share the GPU). Every step's output goes to DIR/logs/<step>.log; DIR/report.md and
+DIR/report.json give each step's status, wall time and the lines it flagged (tokens/s, benchmark
+tables, metrics), and are rewritten after every step, so a check stopped from outside still leaves
+its report. With `--deadline S`, every step ends by S seconds after the start (cut short, or skipped
+when under 20 s are left). Records and checkpoints go under DIR (REPRO_RESULTS, REPRO_RUNS), never
+into the repository's results/. Exit status 0 when every step passed. `--device cpu --only ...` rehearses the flow here on a CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -73,7 +77,7 @@ SHORT_ARMS: list[tuple[str, str, dict[str, object]]] = [
 ]
 
 # FlashAttention's full tier for a few hundred steps with each attention (tokens/s in its curves).
-SPEED_STEPS = 300
+SPEED_STEPS = 200
 
 def overrides(values: dict[str, object]) -> list[str]:
     return [a for k, v in values.items() for a in ("--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
@@ -96,7 +100,7 @@ def steps(device: str) -> list[Step]:
             out.append(Step(f"arm-{paper}-{arm}", "arm", REPRO + ["reproduce", paper, "--tier", "mini", "--arms", arm,
                                                                   "--seeds", "1", "--device", device, "--no-progress",
                                                                   *overrides(values)], 300))
-    out.append(Step("triton-compiled", "triton", [sys.executable, "-m", "pytest", "-q", "-x", "tests/test_flash_attention_triton.py",
+    out.append(Step("triton-compiled", "triton", [sys.executable, "-m", "pytest", "-q", "-rf", "tests/test_flash_attention_triton.py",
                                                   "-k", "compiled", "-p", "no:cacheprovider"], 300,
                     env={"TRITON_INTERPRET": "0"}))
     out.append(Step("bench-flash_attention", "bench", [sys.executable, "scripts/bench.py", "flash_attention"], 300))
@@ -107,16 +111,21 @@ def steps(device: str) -> list[Step]:
     return out
 
 
-def run_step(step: Step, out: Path) -> Outcome:
+def run_step(step: Step, out: Path, deadline: float) -> Outcome:
+    left = deadline - time.perf_counter()
+    if left < 20:
+        print(f"[ skipped] {step.name} (deadline)", flush=True)
+        return Outcome(step.name, step.phase, "skipped (deadline)", 0.0, " ".join(step.argv), [])
+    timeout = int(min(step.timeout_s, left))
     log = out / "logs" / f"{step.name}.log"
     env = {**os.environ, "REPRO_RESULTS": str(out / "results"), "REPRO_RUNS": str(out / "runs"), **step.env}
     t0 = time.perf_counter()
     with log.open("w") as f:
         try:
-            rc = subprocess.run(step.argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=step.timeout_s).returncode
+            rc = subprocess.run(step.argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
             status = "passed" if rc == 0 else f"failed (exit {rc})"
         except subprocess.TimeoutExpired:
-            status = f"timed out after {step.timeout_s}s"
+            status = f"timed out after {timeout}s"
     wall = time.perf_counter() - t0
     lines = log.read_text(errors="replace").splitlines()
     print(f"[{status:>8}] {step.name} ({wall:.0f}s)", flush=True)
@@ -156,6 +165,8 @@ def main() -> int:
     ap.add_argument("--list", action="store_true", help="print the steps and exit")
     ap.add_argument("--out", default=os.environ.get("OUT") and str(Path(os.environ["OUT"]) / "gpu_check") or "gpu-check")
     ap.add_argument("--parallel", type=int, default=4, help="smoke and arm steps run this many at a time")
+    ap.add_argument("--deadline", type=float, default=float("inf"),
+                    help="end every step by this many seconds after the start (steps cut short are reported as timed out)")
     args = ap.parse_args()
     todo = [s for s in steps(args.device) if not args.only or re.search(args.only, s.name)]
     if args.list:
@@ -172,11 +183,22 @@ def main() -> int:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     outcomes: list[Outcome] = []
-    for phase in ("env", "smoke", "arm", "triton", "bench", "speed"):
+    deadline = t0 + args.deadline
+
+    lock = threading.Lock()
+
+    def run_and_report(step: Step) -> Outcome:
+        outcome = run_step(step, out, deadline)
+        with lock:
+            outcomes.append(outcome)
+            report(outcomes, out, args.device, time.perf_counter() - t0)
+        return outcome
+
+    for phase in ("env", "triton", "speed", "bench", "smoke", "arm"):
         batch = [s for s in todo if s.phase == phase]
         workers = args.parallel if phase in ("smoke", "arm") else 1
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            outcomes += list(pool.map(lambda s: run_step(s, out), batch))
+            list(pool.map(run_and_report, batch))
     text = report(outcomes, out, args.device, time.perf_counter() - t0)
     print(text)
     return 0 if all(o.status == "passed" for o in outcomes) else 1

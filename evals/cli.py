@@ -165,7 +165,8 @@ def _time_estimate(paper: str, tier: str, arms: list[str], n_jobs: int) -> str:
 
 
 def cmd_reproduce(args) -> int | None:
-    from evals.tier_runner import RunOptions, job_list, launch
+    from evals.dry_run import DATA_MISSING
+    from evals.tier_runner import RunOptions, job_list, launch, missing_data
 
     overrides = parse_overrides(args.set or [])
     seeds = parse_seeds(args.seeds)
@@ -183,6 +184,12 @@ def cmd_reproduce(args) -> int | None:
             raise SpecError(f"{args.paper}/{args.tier}: a process of the --nproc {args.nproc} run failed (see above)")
         return
     jobs = job_list(args.paper, args.tier, seeds, arms, overrides)
+    missing = missing_data(jobs)
+    if missing:
+        print(f"{args.paper}/{args.tier}: no run started, data missing on this machine (exit {DATA_MISSING}):\n  "
+              + "\n  ".join(missing) + f"\n`repro reproduce {args.paper} --tier {args.tier} --dry-run` checks the code "
+              "on stand-ins.", file=sys.stderr)
+        return DATA_MISSING
     opts = RunOptions(device=args.device, deterministic=args.deterministic, threads=args.threads,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress)
     print(f"{args.paper}/{args.tier}: {len(jobs)} run(s) ({', '.join(f'{j.arm}:{j.seed}' for j in jobs)}), "

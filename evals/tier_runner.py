@@ -207,6 +207,16 @@ def job_list(paper: str, tier: str, seeds: list[int] | None, arms: list[str] | N
     return [resolve(spec, tier, arm, seed, overrides) for arm in (arms or list(t.arms)) for seed in (seeds or t.seeds)]
 
 
+def missing_data(jobs: list[ResolvedRun]) -> list[str]:
+    """What the jobs' arms need that is not on this machine (each paper module's `required_data`),
+    one line per missing item, checked before any run starts."""
+    out: list[str] = []
+    for arm in dict.fromkeys(j.arm for j in jobs):
+        job = next(j for j in jobs if j.arm == arm)
+        out += [f"{job.paper}/{job.tier} arm {arm}: {m}" for m in paper_module(job.module).required_data(job.config)]
+    return out
+
+
 def _run_job(job: dict[str, Any]) -> str:
     """A job in a worker process (local pool or submitit): plain values in, the record path out."""
     spec = load_spec(job["paper"])

@@ -3,8 +3,8 @@ the GPU benchmarks and a few hundred steps of FlashAttention's full tier with ea
 `--device cuda`, in under 8 minutes on one GPU. `scripts/gpu_check.sh` installs what is missing and
 calls this.
 
-    python scripts/gpu_check.py [--device cuda|cpu] [--only REGEX] [--list] [--out DIR] [--parallel N]
-                                [--deadline S]
+    python scripts/gpu_check.py [--device cuda|cpu] [--only REGEX] [--list] [--out DIR] [--bundle DIR]
+                                [--parallel N] [--deadline S]
 
 Steps run in phases, the ones a CPU cannot check first: `env` (what the machine is), then `triton`,
 `speed` and `bench` one at a time (they time things), then `smoke` and `arm` steps a few at a time
@@ -13,7 +13,9 @@ DIR/report.json give each step's status, wall time and the lines it flagged (tok
 tables, metrics), and are rewritten after every step, so a check stopped from outside still leaves
 its report. With `--deadline S`, every step ends by S seconds after the start (cut short, or skipped
 when under 20 s are left). Records and checkpoints go under DIR (REPRO_RESULTS, REPRO_RUNS), never
-into the repository's results/. Exit status 0 when every step passed. `--device cpu --only ...` rehearses the flow here on a CPU.
+into the repository's results/. With `--bundle DIR` (default `$OUT/gpu_check` where `OUT` is set),
+DIR gets three files, kept current the same way: report.md, report.json and gpu_check.tar.gz (every
+log and record), for a machine that hands back only a few files. Exit status 0 when every step passed. `--device cpu --only ...` rehearses the flow here on a CPU.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -145,6 +149,18 @@ def highlights(lines: list[str], passed: bool) -> list[str]:
     return [ln.rstrip()[:220] for ln in kept]
 
 
+def bundle(out: Path, into: Path) -> None:
+    """The report files and one archive of everything else under `out` (logs, records), in `into`."""
+    into.mkdir(parents=True, exist_ok=True)
+    for name in ("report.md", "report.json"):
+        shutil.copyfile(out / name, into / name)
+    with tarfile.open(into / "gpu_check.tar.gz.tmp", "w:gz") as tar:
+        for sub in ("logs", "results"):
+            if (out / sub).exists():
+                tar.add(out / sub, arcname=sub)
+    (into / "gpu_check.tar.gz.tmp").replace(into / "gpu_check.tar.gz")
+
+
 def report(outcomes: list[Outcome], out: Path, device: str, wall: float) -> str:
     failed = [o for o in outcomes if o.status != "passed"]
     md = [f"# GPU check ({device}): {len(outcomes) - len(failed)}/{len(outcomes)} steps passed in {wall:.0f} s", ""]
@@ -163,7 +179,9 @@ def main() -> int:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--only", help="run only the steps whose name matches this regular expression")
     ap.add_argument("--list", action="store_true", help="print the steps and exit")
-    ap.add_argument("--out", default=os.environ.get("OUT") and str(Path(os.environ["OUT"]) / "gpu_check") or "gpu-check")
+    ap.add_argument("--out", default="gpu-check", help="logs, records and the report (default: gpu-check/)")
+    ap.add_argument("--bundle", default=os.environ.get("OUT") and str(Path(os.environ["OUT"]) / "gpu_check"),
+                    help="also keep the report and one archive of the logs and records here")
     ap.add_argument("--parallel", type=int, default=4, help="smoke and arm steps run this many at a time")
     ap.add_argument("--deadline", type=float, default=float("inf"),
                     help="end every step by this many seconds after the start (steps cut short are reported as timed out)")
@@ -192,6 +210,11 @@ def main() -> int:
         with lock:
             outcomes.append(outcome)
             report(outcomes, out, args.device, time.perf_counter() - t0)
+            if args.bundle:
+                try:
+                    bundle(out, Path(args.bundle))
+                except OSError as e:  # a file that changed while archived: the next step's bundle has it
+                    print(f"gpu_check: bundle not updated ({e})", file=sys.stderr)
         return outcome
 
     for phase in ("env", "triton", "speed", "bench", "smoke", "arm"):

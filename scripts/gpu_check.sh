@@ -19,7 +19,17 @@ PY
 if [ -n "$need" ]; then
   echo "gpu_check: installing $need"
   if [ -d wheels ]; then
-    $PY -m pip install -q --no-index --find-links wheels $need
+    # every wheel whose distribution the machine lacks, without resolving (its own packages stay as they are)
+    missing=$($PY - <<'PY'
+import importlib.metadata, pathlib
+for whl in sorted(pathlib.Path("wheels").glob("*.whl")):
+    try:
+        importlib.metadata.distribution(whl.name.split("-")[0])
+    except importlib.metadata.PackageNotFoundError:
+        print(whl)
+PY
+)
+    $PY -m pip install -q --no-index --no-deps $missing
   else
     $PY -m pip install -q $need
   fi

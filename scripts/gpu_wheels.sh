@@ -9,7 +9,7 @@ mkdir -p wheels
 python3 -m pip download -q --dest wheels --only-binary=:all: --python-version "$PYV" --platform manylinux2014_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 --platform any \
   --no-deps pydantic pydantic-core annotated-types typing-inspection typing-extensions gymnasium farama-notifications \
-  cloudpickle stable-baselines3 mujoco mujoco-core mujoco-studio glfw pyopengl absl-py etils ale-py torch-fidelity submitit dill pytz pyyaml \
+  cloudpickle stable-baselines3 mujoco mujoco-core mujoco-studio websockets glfw pyopengl absl-py etils ale-py torch-fidelity submitit dill pytz pyyaml \
   sacrebleu portalocker tabulate colorama lxml scikit-learn joblib threadpoolctl peft accelerate psutil \
   pytest pluggy iniconfig
 du -sh wheels

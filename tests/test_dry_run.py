@@ -156,3 +156,27 @@ def test_image_stand_ins_are_read_by_the_real_loaders(tmp_path):
 def test_missing_data_without_a_stand_in_is_invalid(capsys):
     code = main(["reproduce", "sac", "--tier", "full", "--dry-run", "--arms", "ours", "--set", "env_id=NoSuchEnv-v0"])
     assert code == dr.INVALID and "no stand_in_data hook" in capsys.readouterr().err
+
+
+def test_reproduce_refuses_up_front_when_data_is_missing(tmp_path, monkeypatch, capsys):
+    """A real run (not the dry run) whose arm lacks its data starts nothing: exit 3, the missing
+    item named per arm, no record or run folder written (LoRA's GUI packages absent, as on a
+    distribution that ships tkinter and idlelib apart)."""
+    from evals.tasks import code_domains
+
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
+    real = code_domains.load_split
+
+    def without_gui(split, domain="", val_percent=10, root=None):
+        if domain == "idlelib,tkinter,turtledemo":
+            raise FileNotFoundError(f"/usr/lib/python3.12: no corpus file in domain {domain!r}")
+        return real(split, domain, val_percent, root)
+
+    monkeypatch.setattr(code_domains, "load_split", without_gui)
+    code = main(["reproduce", "lora", "--tier", "smoke", "--arms", "lora_r2,full_ft", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == dr.DATA_MISSING
+    assert "no run started, data missing" in err
+    assert "lora/smoke arm lora_r2: " in err and "lora/smoke arm full_ft: " in err and "idlelib,tkinter" in err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()

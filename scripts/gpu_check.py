@@ -47,6 +47,7 @@ class Step:
     argv: list[str]
     timeout_s: int = 240
     env: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""   # a folder under the check's DIR to run in (its data/ then stands in); "": the repository
 
 
 @dataclass
@@ -80,8 +81,12 @@ SHORT_ARMS: list[tuple[str, str, dict[str, object]]] = [
     ("speculative", "ours", {"target_steps": 100, "draft_steps": 100, "prompts": 4, "draws": 200, "cost_repeats": 5}),
 ]
 
-# FlashAttention's full tier for a few hundred steps with each attention (tokens/s in its curves).
+# FlashAttention's full tier for a few hundred steps with each attention (tokens/s in its curves and
+# from train_throughput). The machine has no FineWeb: the steps run in a folder whose
+# data/fineweb10B holds shards of random GPT-2 token ids (`speed_data`); tokens/s do not depend on
+# the tokens, its losses mean nothing.
 SPEED_STEPS = 200
+SPEED_VAL_TOKENS = 10_485_760  # what the tier's fineweb_loss reads
 
 def overrides(values: dict[str, object]) -> list[str]:
     return [a for k, v in values.items() for a in ("--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
@@ -111,8 +116,25 @@ def steps(device: str) -> list[Step]:
     for attention in get_tier(load_spec("flash_attention"), "full").arms:
         out.append(Step(f"speed-gpt2-{attention}", "speed", REPRO + ["reproduce", "flash_attention", "--tier", "full", "--arms", attention,
                                                                      "--device", device, "--no-progress",
-                                                                     *overrides({"steps": SPEED_STEPS, "warmup_steps": 30})], 420))
+                                                                     *overrides({"steps": SPEED_STEPS, "warmup_steps": 30})], 420,
+                        cwd="speed"))
     return out
+
+
+def speed_data(folder: Path) -> None:
+    """`folder/data/fineweb10B`: one train shard of 2M and one validation shard of SPEED_VAL_TOKENS
+    random GPT-2 token ids, in the shards' format (written once)."""
+    import numpy as np
+
+    from evals.tasks import fineweb
+
+    root = folder / "data" / "fineweb10B"
+    if fineweb.shard_paths(root, "validation"):
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("fineweb_train_000001.bin", 1 << 21), ("fineweb_val_000000.bin", SPEED_VAL_TOKENS + 1)):
+        fineweb.write_shard(root / name, rng.integers(fineweb.VOCAB_SIZE, size=n, dtype=np.uint16))
 
 
 def run_step(step: Step, out: Path, deadline: float) -> Outcome:
@@ -123,10 +145,15 @@ def run_step(step: Step, out: Path, deadline: float) -> Outcome:
     timeout = int(min(step.timeout_s, left))
     log = out / "logs" / f"{step.name}.log"
     env = {**os.environ, "REPRO_RESULTS": str(out / "results"), "REPRO_RUNS": str(out / "runs"), **step.env}
+    cwd = ROOT
+    if step.cwd:
+        cwd = out / step.cwd
+        speed_data(cwd)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     t0 = time.perf_counter()
     with log.open("w") as f:
         try:
-            rc = subprocess.run(step.argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            rc = subprocess.run(step.argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
             status = "passed" if rc == 0 else f"failed (exit {rc})"
         except subprocess.TimeoutExpired:
             status = f"timed out after {timeout}s"

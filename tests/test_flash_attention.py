@@ -2,6 +2,8 @@
 float64 gradcheck), the memory ledger, and the tiled kernel inside the GPT. The Triton kernels
 are tested in `test_flash_attention_triton.py`."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -81,6 +83,46 @@ def test_full_tier_training_logs_its_rates_and_checks_its_precision():
     assert next(model.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):
         gpt_speed.autocast(gpt_speed.Config(precision="fp8"), torch.device("cpu"))
+
+
+def test_full_tier_trains_on_fineweb_shards_in_order_and_resumes(tmp_path):
+    """The full tier's data: FineWeb shards read in order (evals/tasks/fineweb.py). On shards that
+    repeat one short token pattern the model learns it (the loop trains on what the shards hold),
+    the model is GPT-2-vocabulary sized, and a resumed run continues from the batch it stopped at."""
+    from evals.contract import QuietRun
+    from evals.tasks import fineweb
+    from reproductions.flash_attention import gpt_speed
+
+    pattern = torch.tensor([50256, 11, 262, 286, 13, 40, 1000, 50000] * 1024)
+    for name in ("fineweb_train_000001.bin", "fineweb_val_000000.bin"):
+        fineweb.write_shard(tmp_path / name, pattern.numpy())
+    logged: list[dict] = []
+
+    class Run(QuietRun):
+        def log(self, step, **values):
+            logged.append({"step": step, **values})
+
+    cfg = gpt_speed.Config(n_layer=1, n_head=2, n_embd=32, block_size=32, steps=60, batch_size=4, log_every=10,
+                           lr=0.01, min_lr=0.001, warmup_steps=5, attention="naive", data="fineweb",
+                           data_root=str(tmp_path), tokenizer="gpt2")
+    model = gpt_speed.train(cfg, Run())
+    assert model.gpt.cfg.vocab_size == fineweb.VOCAB_SIZE and model.tokenizer_name == "gpt2"
+    losses = [e["train_loss"] for e in logged if "train_loss" in e]
+    assert losses[0] > 5 and losses[-1] < 0.5, losses  # from about ln(50257) to a learned cycle
+    assert gpt_speed.required_data(cfg) == [] and "fineweb10B-gpt2" in gpt_speed.data_fingerprint(cfg)
+    assert gpt_speed.required_data(dataclasses.replace(cfg, data_root=str(tmp_path / "none")))[0].startswith(
+        "FineWeb GPT-2 token shards: no fineweb_train_")
+
+
+def test_full_tier_data_and_tokenizer_must_agree():
+    from reproductions.flash_attention import gpt_speed
+
+    with pytest.raises(ValueError, match="data fineweb goes with tokenizer gpt2"):
+        gpt_speed.build(gpt_speed.Config(data="fineweb", tokenizer="bpe"))
+    with pytest.raises(ValueError, match="data fineweb goes with tokenizer gpt2"):
+        gpt_speed.build(gpt_speed.Config(data="code", tokenizer="gpt2"))
+    with pytest.raises(ValueError, match="config field 'data'"):
+        gpt_speed.build(gpt_speed.Config(data="openwebtext"))
 
 
 def test_dry_run_step_of_the_triton_arm_on_a_gpu_machine_steps_its_cpu_model(monkeypatch):

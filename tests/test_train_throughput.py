@@ -57,3 +57,20 @@ def test_settings_that_cannot_work_are_named():
     assert "does not fit the train split" in check(model, None, TrainThroughputOptions(batch_size=10**6))[0]
     with pytest.raises(ValueError, match="exceeds the model's block size"):
         train_throughput(model, None, TrainThroughputOptions(window=64))
+
+
+def test_throughput_on_fineweb_shards_times_a_gpt2_token_batch(tmp_path):
+    """`data: fineweb` times a batch of the train shards' first tokens (a model of GPT-2 ids, which
+    the code corpus's tokenizers cannot feed), and a missing root is named."""
+    from evals.tasks import fineweb
+    from reproductions.flash_attention import gpt_speed
+
+    fineweb.write_shard(tmp_path / "fineweb_train_000001.bin", (torch.arange(4096) * 13 % fineweb.VOCAB_SIZE).numpy())
+    fineweb.write_shard(tmp_path / "fineweb_val_000000.bin", torch.arange(1024).numpy())
+    model = gpt_speed.build(gpt_speed.Config(n_layer=1, n_head=2, n_embd=32, block_size=32, attention="naive",
+                                             data="fineweb", data_root=str(tmp_path), tokenizer="gpt2"))
+    options = TrainThroughputOptions(batch_size=2, warmup=0, steps=2, data="fineweb", root=str(tmp_path))
+    result = train_throughput(model, None, options)
+    assert result.metrics["train_tokens_per_s"] > 0 and result.protocol["corpus"].startswith("fineweb10B-gpt2")
+    missing = options.model_copy(update={"root": str(tmp_path / "none")})
+    assert check(model, None, missing)[0].startswith("train_throughput: FineWeb GPT-2 token shards: no ")

@@ -3,7 +3,8 @@ forward pass, the cross-entropy and the backward pass, timed by the harness the 
 model, arm and seed.
 
 Protocol: one batch of `batch_size` consecutive windows of the model's block (or `window` tokens)
-from the start of the code corpus's train split; `warmup` untimed steps (compilation, autotuning,
+from the start of the code corpus's train split (`data: corpus`, in the model's tokenizer) or of
+FineWeb's train shards under `root` (`data: fineweb`, GPT-2 token ids, for a model trained on them); `warmup` untimed steps (compilation, autotuning,
 allocator), then `steps` timed steps, each synchronised with the device before its clock stops.
 On a GPU the steps run under the `autocast` the options name (the precision the model trained in);
 on a CPU autocast is not used. The optimiser step is not timed (it does not depend on the model's
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evals.contract import LanguageModel
 from evals.evaluators import Measured, register, shrunk
 from evals.record import EvalResult
-from evals.tasks import code_corpus
+from evals.tasks import code_corpus, fineweb
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,6 +40,8 @@ class TrainThroughputOptions(BaseModel):
     warmup: int = Field(5, ge=0)
     steps: int = Field(20, ge=1)
     autocast: Literal["none", "bf16", "fp16"] = "none"
+    data: Literal["corpus", "fineweb"] = "corpus"
+    root: str = "data/fineweb10B"        # data fineweb: the shards' folder (evals/tasks/fineweb.py)
 
 
 def derive(result: EvalResult) -> dict[str, float]:
@@ -61,11 +64,23 @@ def check(agent, config, options: TrainThroughputOptions) -> list[str]:
     window = options.window or agent.block_size
     if window > agent.block_size:
         return [f"train_throughput: window={window} exceeds the model's block size {agent.block_size}"]
+    if options.data == "fineweb":
+        return [f"train_throughput: {m}" for m in fineweb.missing(options.root)]
     split = code_corpus.token_split("train", agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
     if options.batch_size * window + 1 > len(split.tokens):
         return [f"train_throughput: a batch of {options.batch_size} x {window} tokens does not fit the train split "
                 f"({len(split.tokens):,} tokens)"]
     return []
+
+
+def _batch(agent, options: TrainThroughputOptions, window: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The timed batch (inputs, next tokens) and where it comes from."""
+    if options.data == "fineweb":
+        x, y = next(fineweb.train_windows(options.root, options.batch_size, window))
+        return x, y, fineweb.fingerprint(options.root)
+    split = code_corpus.token_split("train", agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
+    x, y = next(code_corpus.fixed_windows(split.tokens, options.batch_size * window, window, options.batch_size))
+    return x, y, code_corpus.fingerprint(agent.val_percent)
 
 
 def _sync(device: torch.device) -> None:
@@ -83,8 +98,7 @@ def train_throughput(agent, config, options: TrainThroughputOptions) -> Measured
     if problems:
         raise ValueError("; ".join(problems))
     window = options.window or agent.block_size
-    split = code_corpus.token_split("train", agent.tokenizer_name, agent.bpe_vocab_size, agent.val_percent)
-    x, y = next(code_corpus.fixed_windows(split.tokens, options.batch_size * window, window, options.batch_size))
+    x, y, source = _batch(agent, options, window)
     device = next(agent.parameters()).device
     x, y = x.to(device), y.to(device)
     dtype = AUTOCAST[options.autocast] if device.type == "cuda" else None
@@ -117,7 +131,7 @@ def train_throughput(agent, config, options: TrainThroughputOptions) -> Measured
     tokens = options.batch_size * window
     metrics["train_tokens_per_s"] = tokens / statistics.median(times)
     return Measured(metrics=metrics, samples={"step_seconds": times},
-                    protocol={"corpus": code_corpus.fingerprint(agent.val_percent), "split": "train",
+                    protocol={"corpus": source, "split": "train",
                               "tokenizer": agent.tokenizer_name, "batch_size": options.batch_size, "window": window,
                               "tokens_per_step": tokens, "warmup": options.warmup, "steps": options.steps,
                               "timed": "forward + cross-entropy + backward, device-synchronised, median step",

@@ -1,4 +1,4 @@
-"""Tiny stand-ins of the image datasets on disk, for `repro reproduce --dry-run` where the real
+"""Tiny stand-ins of the image datasets and FineWeb's token shards on disk, for `repro reproduce --dry-run` where the real
 data is absent (evals/dry_run.py): the same on-disk format as the real data, so that the real
 loaders of `image_loaders` read them, the model sees images of the tier's resolution, and the
 evaluators run end to end on a machine without ImageNet.
@@ -8,7 +8,9 @@ evaluators run end to end on a machine without ImageNet.
 - `cifar10`: `<root>/cifar-10-batches-py/`, CIFAR-10's python-version batches of random images;
 - `image_data(config, folder)`: a paper's `stand_in_data` hook for configs naming a `dataset`
   and its `data_root`: writes the dataset's stand-in under `folder` and returns the config with
-  `data_root` pointing at it (configs of the generated datasets come back unchanged).
+  `data_root` pointing at it (configs of the generated datasets come back unchanged);
+- `fineweb_data(config, folder)`: the same for configs reading FineWeb's GPT-2 token shards from
+  `data_root` (one train and one validation shard of random token ids, modded-nanogpt's format).
 
 Nothing here is part of a run: training and evaluation read the real data.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from evals.tasks import fineweb
 from evals.tasks.image_loaders import SPLITS, missing_data
 
 STAND_IN_CLASSES = 2
@@ -82,3 +85,19 @@ def image_data(config: Any, folder: Path) -> Any:
     if name not in WRITERS or not missing_data(name, root):
         return config
     return dataclasses.replace(config, data_root=str(WRITERS[name](Path(folder) / name)))
+
+
+FINEWEB_STAND_IN_TOKENS = 1 << 15
+
+
+def fineweb_data(config: Any, folder: Path) -> Any:
+    """`config` with `data_root` at stand-in FineWeb shards written under `folder`, where the
+    configured root lacks its shards; else `config` itself."""
+    if not fineweb.missing(config.data_root):
+        return config
+    root = Path(folder) / "fineweb10B"
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("fineweb_train_000001.bin", "fineweb_val_000000.bin"):
+        fineweb.write_shard(root / name, rng.integers(fineweb.VOCAB_SIZE, size=FINEWEB_STAND_IN_TOKENS + 1, dtype=np.uint16))
+    return dataclasses.replace(config, data_root=str(root))

@@ -1,6 +1,14 @@
 """The full tier: GPT-2 (124M) training with our FlashAttention kernels or naive attention
 (the GPT of `reproductions/transformer` with its `attend` extension point), logging tokens/s.
 
+Data (`data`): `fineweb`, the full tier's, reads GPT-2-tokenised FineWeb shards under `data_root`
+in order (`evals/tasks/fineweb.py`; the paper trains on OpenWebText, of which FineWeb is the
+modern counterpart with the same tokenizer), so a run of a few thousand steps never repeats a
+token; `code` is `transformer/lm.py`'s standard-library corpus (2.6M BPE tokens of training
+text: 2,000 steps of 8 x 1,024 tokens go over it six times, and a 124M model then overfits
+until its validation loss is meaningless, as a run on an H200 showed). Training is nanoGPT's in
+both (`lm.optimizer`, `lm.lr_at`, gradient clipping).
+
 Training runs in the paper's precision on a GPU: bf16 autocast (`precision: bf16`), so attention
 gets bf16 queries, keys and values (the Triton kernels' tensor-core path, fp32 accumulation) and
 naive attention runs as PyTorch runs it under autocast (bf16 products, fp32 softmax). The weights,
@@ -16,10 +24,11 @@ from typing import ClassVar
 
 import torch
 
-from evals.tasks import code_corpus
+from evals.tasks import code_corpus, fineweb
+from reproductions.common.training import restore, snapshot
 from reproductions.flash_attention.flash import flash_attention
 from reproductions.transformer import lm
-from reproductions.transformer.lm import build, data_fingerprint, required_data
+from reproductions.transformer.gpt import GPT, GPTConfig
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -37,6 +46,36 @@ class Config(lm.Config):
     attentions: ClassVar[dict] = {**lm.ATTENTIONS, "flash": flash_attention, "triton": _triton}
     attention: str = "triton"
     precision: str = "fp32"         # fp32 | bf16: autocast of the training steps on a GPU (the paper: mixed precision)
+    data: str = "code"              # code: lm.py's corpus | fineweb: GPT-2 token shards under data_root (tokenizer gpt2)
+    data_root: str = "data/fineweb10B"
+
+
+def _on_fineweb(cfg: Config) -> bool:
+    if cfg.data not in ("code", "fineweb"):
+        raise ValueError(f"config field 'data': {cfg.data!r} is not one of ['code', 'fineweb']")
+    if (cfg.data == "fineweb") != (cfg.tokenizer == "gpt2"):
+        raise ValueError(f"config field 'tokenizer': {cfg.tokenizer!r} with data {cfg.data!r} (FineWeb's shards are "
+                         "GPT-2 token ids: data fineweb goes with tokenizer gpt2, and only with it)")
+    return cfg.data == "fineweb"
+
+
+class GPT2TokenLM(lm.LanguageModel):
+    """lm.py's model of GPT-2 token ids: FineWeb's shards are tokenised already, and GPT-2's
+    tokenizer itself is not bundled, so `tokenizer` is None."""
+
+    tokenizer = None
+
+
+def build(cfg: Config) -> lm.LanguageModel:
+    """lm.py's GPT; on FineWeb with GPT-2's vocabulary."""
+    if not _on_fineweb(cfg):
+        return lm.build(cfg)
+    gcfg = GPTConfig(vocab_size=fineweb.VOCAB_SIZE, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                     n_embd=cfg.n_embd, ffn_hidden=cfg.ffn_hidden, dropout=cfg.dropout)
+    if cfg.position not in cfg.positions or cfg.attention not in cfg.attentions:
+        raise ValueError(f"config fields 'position', 'attention': {cfg.position!r}, {cfg.attention!r} are not among "
+                         f"{sorted(cfg.positions)}, {sorted(cfg.attentions)}")
+    return GPT2TokenLM(GPT(gcfg, position=cfg.positions[cfg.position](gcfg), attend=cfg.attentions[cfg.attention]), cfg)
 
 
 def autocast(cfg: Config, device: torch.device):
@@ -63,14 +102,45 @@ class _Clock:
         return getattr(self._run, name)
 
 
+def train_on_fineweb(cfg: Config, run) -> lm.LanguageModel:
+    """nanoGPT's loop (lm.py's optimiser, schedule and clipping) over FineWeb's train shards in order."""
+    model = build(cfg).to(run.device)
+    opt = lm.optimizer(model, cfg)
+    parts = {"model": model, "opt": opt}
+    step = 0
+    if (resumed := run.resume_state()) is not None:
+        step = restore(resumed, parts)["step"]
+    batches = fineweb.train_windows(cfg.data_root, cfg.batch_size, cfg.block_size, start_batch=step)
+    run.progress(cfg.steps)
+    model.train()
+    while step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = lm.lr_at(step, cfg)
+        x, y = next(batches)
+        _, loss = model(x.to(run.device), y.to(run.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            run.log(step, train_loss=loss.item(), grad_norm=grad_norm.item(), lr=lm.lr_at(step - 1, cfg))
+        run.advance()
+        run.maybe_checkpoint(step, lambda: snapshot(parts, step=step))
+    model.eval()
+    return model
+
+
 def train(cfg: Config, run) -> lm.LanguageModel:
-    """`lm.train` under the config's autocast. Logs tokens/s over the whole loop and from the
-    first logged step on (without the first steps' kernel compilation and allocator warm-up)."""
-    code_corpus.token_split("train", cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_percent)  # tokenised before the clock
+    """Training under the config's autocast. Logs tokens/s over the whole loop and from the first
+    logged step on (without the first steps' kernel compilation and allocator warm-up)."""
+    on_fineweb = _on_fineweb(cfg)
+    if not on_fineweb:
+        code_corpus.token_split("train", cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_percent)  # tokenised before the clock
     clock = _Clock(run)
     start = time.perf_counter()
     with autocast(cfg, torch.device(run.device)):  # the forward passes; backward follows their dtypes
-        model = lm.train(cfg, clock)
+        model = train_on_fineweb(cfg, clock) if on_fineweb else lm.train(cfg, clock)
     end = time.perf_counter()
     tokens_per_step = cfg.batch_size * cfg.block_size
     rates = {"train_tokens_per_s": cfg.steps * tokens_per_step / (end - start)}
@@ -90,6 +160,14 @@ def dry_run_step(model: lm.LanguageModel, cfg: Config) -> dict[str, float]:
         for block in model.gpt.blocks:
             block.attn.attend = flash_attention
     return lm.dry_run_step(model, cfg)
+
+
+def required_data(cfg: Config) -> list[str]:
+    return fineweb.missing(cfg.data_root) if _on_fineweb(cfg) else lm.required_data(cfg)
+
+
+def data_fingerprint(cfg: Config) -> str:
+    return fineweb.fingerprint(cfg.data_root) if _on_fineweb(cfg) else lm.data_fingerprint(cfg)
 
 
 __all__ = ["Config", "build", "train", "data_fingerprint", "dry_run_step", "required_data"]

@@ -10,7 +10,8 @@ On a GPU the steps run under the `autocast` the options name (the precision the 
 on a CPU autocast is not used. The optimiser step is not timed (it does not depend on the model's
 layers, only on its parameter count), so the model's weights are untouched; its gradients are
 cleared after. The samples are the step times; the throughput is the batch's tokens over their
-median. On a GPU the peak memory allocated during the timed steps is reported too.
+median. On a GPU the peak memory allocated during each timed step is kept too; the metric is
+their mean (the steps are alike, so it is the peak of any of them).
 
 Agents that are not language models are not scored: the result then has no metrics and says why.
 """
@@ -88,7 +89,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@register("train_throughput", version=1, options=TrainThroughputOptions, derive=derive, tiny=tiny, check=check,
+@register("train_throughput", version=2, options=TrainThroughputOptions, derive=derive, tiny=tiny, check=check,
           metric_names=lambda o: ["train_tokens_per_s", "train_peak_memory_gib"])
 def train_throughput(agent, config, options: TrainThroughputOptions) -> Measured:
     if not isinstance(agent, LanguageModel):
@@ -113,24 +114,28 @@ def train_throughput(agent, config, options: TrainThroughputOptions) -> Measured
 
     for _ in range(options.warmup):
         step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, peaks = [], []
     for _ in range(options.steps):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         _sync(device)
         t0 = time.perf_counter()
         step()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        if device.type == "cuda":
+            peaks.append(torch.cuda.max_memory_allocated(device) / 2**30)
+    samples = {"step_seconds": times}
     metrics = {}
-    if device.type == "cuda":
-        metrics["train_peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if peaks:  # per step, so that the metric recomputes from its samples like every other
+        samples["train_peak_memory_gib"] = peaks
+        metrics["train_peak_memory_gib"] = statistics.fmean(peaks)
     for p in agent.parameters():
         p.grad = None
     agent.train(was_training)
     tokens = options.batch_size * window
     metrics["train_tokens_per_s"] = tokens / statistics.median(times)
-    return Measured(metrics=metrics, samples={"step_seconds": times},
+    return Measured(metrics=metrics, samples=samples,
                     protocol={"corpus": source, "split": "train",
                               "tokenizer": agent.tokenizer_name, "batch_size": options.batch_size, "window": window,
                               "tokens_per_step": tokens, "warmup": options.warmup, "steps": options.steps,

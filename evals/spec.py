@@ -140,22 +140,44 @@ class Arm(Strict):
 
 
 class Sweep(Strict):
-    """Arms that differ in one config field, drawn on the site as metric against that field
-    (mean over seeds with its 95% bootstrap CI): a training-set-size curve, a mask-ratio sweep."""
+    """A metric against a setting, drawn on the site (mean over seeds with its 95% bootstrap CI).
+    Either arms that differ in one config field `x` (a training-set-size curve, a mask-ratio
+    sweep: each arm one point), or, with `values`, a setting one run measures at several values,
+    each under its own metric name: `metrics` are then templates with `{x}` (speculative
+    decoding's `speedup_greedy_g{x}` at gamma 1..8), `x` names the setting, and one arm is a series."""
 
-    x: str                                    # the config field, read from each run's record
+    x: str                                    # the config field read from each run's record, or the setting's name
     metrics: list[str] = Field(min_length=1)
     series: dict[str, list[str]] = Field(min_length=1)  # legend label -> its arms, in order of x
+    values: list[float] | None = None         # the setting's values inside each run (metrics are templates)
+    y: str | None = None                      # the y axis's label (default: the metrics' names)
     log_x: bool = False
     title: str | None = None
 
-    @field_validator("series")
-    @classmethod
-    def _points(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        for label, arms in v.items():
-            if len(arms) < 2:
+    @model_validator(mode="after")
+    def _points(self) -> "Sweep":
+        within = self.values is not None
+        if within and len(self.values) < 2:
+            raise ValueError(f"sweep over {self.x!r}: values needs at least two, got {self.values}")
+        for m in self.metrics:
+            if within != ("{x}" in m):
+                raise ValueError(f"sweep over {self.x!r}: metric {m!r} " + (
+                    "needs '{x}' where each value goes (the sweep has values)" if within else
+                    "has '{x}' but the sweep has no values"))
+        for label, arms in self.series.items():
+            if len(arms) < (1 if within else 2):
                 raise ValueError(f"series {label!r} needs at least two arms, got {arms}")
-        return v
+        return self
+
+    def metric_at(self, template: str, value: float) -> str:
+        """A template's metric name at one of `values` (integral values written without '.0')."""
+        return template.replace("{x}", f"{value:g}")
+
+    def named_metrics(self) -> list[str]:
+        """Every metric name the sweep reads."""
+        if self.values is None:
+            return list(self.metrics)
+        return [self.metric_at(m, v) for m in self.metrics for v in self.values]
 
 
 class Tier(Strict):
@@ -265,7 +287,7 @@ def check_metric_names(tier: Tier, where: str) -> None:
     """Each metric a target or a sweep names is one that an evaluator of the tier reports."""
     evaluators = [resolve_evaluator(e, f"{where}.evaluators[{i}]'") for i, e in enumerate(tier.evaluators)]
     named = [(f"targets[{i}]", term.metric) for i, t in enumerate(tier.targets) for term in t.parsed[::2] if term.metric]
-    named += [(f"sweeps[{i}].metrics", m) for i, s in enumerate(tier.sweeps) for m in s.metrics]
+    named += [(f"sweeps[{i}].metrics", m) for i, s in enumerate(tier.sweeps) for m in s.named_metrics()]
     for field_, metric in named:
         if not any(ev.reports(metric, options) for ev, options in evaluators):
             kinds = ", ".join(ev.name for ev, _ in evaluators) or "none"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -204,14 +205,24 @@ def _png(fig: Figure) -> bytes:
 
 
 def sweep_points(sweep: Sweep, arms: list[str], metric: str, records: list[Record]):
-    """(x, mean, CI low, CI high) for each arm with runs that report the metric, in the order given."""
+    """(x, mean, CI low, CI high, runs) for each arm with runs that report the metric, in the order
+    given; for a sweep with `values`, for each value of the template `metric` over the arms' runs."""
+    if sweep.values is not None:
+        at = [(v, sweep.metric_at(metric, v)) for v in sweep.values]
+        runs = [r for r in records if r.arm in arms]
+        return [(float(v), *_band([r.metrics[name] for r in runs if name in r.metrics])) for v, name in at
+                if any(name in r.metrics for r in runs)]
     points = []
     for arm in arms:
         runs = [r for r in records if r.arm == arm and metric in r.metrics and sweep.x in r.config]
         if runs:
-            mean, lo, hi = bootstrap_band(np.array([[r.metrics[metric]] for r in runs]))
-            points.append((float(runs[0].config[sweep.x]), mean[0], lo[0], hi[0], len(runs)))
+            points.append((float(runs[0].config[sweep.x]), *_band([r.metrics[metric] for r in runs])))
     return points
+
+
+def _band(values: list[float]) -> tuple[float, float, float, int]:
+    mean, lo, hi = bootstrap_band(np.array([[v] for v in values]))
+    return mean[0], lo[0], hi[0], len(values)
 
 
 def series_arms(sweep: Sweep) -> list[str]:
@@ -235,11 +246,11 @@ def _plot_sweep(sweep: Sweep, records: list[Record], lines: list[tuple[float, st
             if not pts:
                 continue
             x, mean, lo, hi, n = (np.array(c) for c in zip(*pts))
-            name = label if len(sweep.metrics) == 1 else f"{label}: {metric}"
+            name = label if len(sweep.metrics) == 1 else f"{label}: {metric.replace('{x}', '{' + sweep.x + '}')}"
             color = COLORS[i % len(COLORS)]
             ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=color, marker="o", capsize=4, lw=1.8,
                         label=f"{name} ({min(n)}-{max(n)} seeds)" if min(n) != max(n) else f"{name} ({n[0]} seeds)")
-            seeds.update({a: int(k) for a, k in zip(arms, n)})
+            seeds.update({a: int(k) for a, k in zip(arms, n)} if sweep.values is None else {a: int(max(n)) for a in arms})
             i += 1
     if not seeds:
         return None
@@ -247,14 +258,15 @@ def _plot_sweep(sweep: Sweep, records: list[Record], lines: list[tuple[float, st
     if sweep.log_x:
         ax.set_xscale("log")
     ax.set_xlabel(sweep.x)
-    ax.set_ylabel(", ".join(sweep.metrics))
+    ax.set_ylabel(sweep.y or ", ".join(sweep.metrics))
     title = plot_title(sweep.title or f"{', '.join(sweep.metrics)} against {sweep.x}",
                        [r for r in records if r.arm in seeds])
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False)
-    return CurvePlot(f"sweep_{sweep.x}", series_arms(sweep), seeds, _png(fig), "sweep",
+    name = re.sub(r"[^A-Za-z0-9_]", "", f"sweep_{sweep.x}_{'_'.join(sweep.metrics)}")  # two sweeps of one x differ
+    return CurvePlot(name, series_arms(sweep), seeds, _png(fig), "sweep",
                      title, int(8 * DPI), int(4.4 * DPI))
 
 
@@ -263,7 +275,7 @@ def tier_plots(tier: Tier, records: list[Record]) -> list[CurvePlot]:
     one per seed)."""
     ok = [r for r in records if r.status == "ok" and r.curves]
     plots = [p for p in (plot_sweep(s, [r for r in records if r.status == "ok"],
-                                    target_lines(tier, s.metrics, series_arms(s))) for s in tier.sweeps) if p]
+                                    target_lines(tier, s.named_metrics(), series_arms(s))) for s in tier.sweeps) if p]
     for group in arm_groups(tier):
         names = [c for r in ok if r.arm in group for c in r.curves]
         for curve in dict.fromkeys(names):  # first-seen order: the order the runs logged them

@@ -304,6 +304,33 @@ def test_a_sweep_is_drawn_as_the_metric_against_the_varied_field(spec):
         Tier.model_validate({"seeds": [1], "arms": arms, "sweeps": [{**sweep, "series": {"ours": ["n1k", "n2k"]}}]})
 
 
+def test_a_sweep_inside_one_run_reads_one_metric_per_value(spec):
+    """A sweep with `values` (speculative decoding's speed-up at gamma 1..8, measured in one run):
+    each value's point is the template's metric over the arm's seeds; one arm is a series; two
+    sweeps over the same setting get different plot names; malformed templates are spec errors."""
+    from evals.spec import Tier
+    from leaderboard.curves import plot_sweep, sweep_points
+
+    sweeps = [{"x": "gamma", "values": [1, 2, 4], "metrics": ["speedup_g{x}"], "series": {"ours": ["ours"]}},
+              {"x": "gamma", "values": [1, 2, 4], "metrics": ["passes_g{x}"], "series": {"ours": ["ours"]}, "y": "passes"}]
+    tier = Tier.model_validate({"seeds": [1, 2, 3], "sweeps": sweeps})
+    assert tier.sweeps[0].named_metrics() == ["speedup_g1", "speedup_g2", "speedup_g4"]
+    records = []
+    for seed in (1, 2, 3):
+        r = make_record(spec, "mini", "ours", seed, -100)
+        metrics = {f"speedup_g{g}": g * 0.5 + seed * 0.1 for g in (1, 2)} | {f"passes_g{g}": float(g) for g in (1, 2, 4)}
+        records.append(r.model_copy(update={"metrics": metrics}))
+    pts = sweep_points(tier.sweeps[0], ["ours"], "speedup_g{x}", records)
+    assert [(x, round(m, 6), n) for x, m, _, _, n in pts] == [(1.0, 0.7, 3), (2.0, 1.2, 3)]  # g4 reported by none
+    plots = [plot_sweep(s, records) for s in tier.sweeps]
+    assert all(p.png.startswith(b"\x89PNG") and p.seeds == {"ours": 3} for p in plots)
+    assert plots[0].slug != plots[1].slug
+    for bad, why in (({"metrics": ["speedup"]}, "needs '{x}'"), ({"values": [1]}, "at least two"),
+                     ({"values": None}, "has '{x}' but the sweep has no values")):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            Tier.model_validate({"seeds": [1], "sweeps": [{**sweeps[0], **bad}]})
+
+
 def test_repository_links():
     md = "See [the schema](../../evals/record.py#L10), [`spec`](spec.yaml), [web](https://x.org/a) and [top](#top)."
     assert repository_links(md, "reproductions/sac") == (

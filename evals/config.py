@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import importlib
 import json
+import typing
 from typing import Any
 
 import yaml
@@ -80,13 +81,14 @@ def build_config(config_cls: type, layers: list[tuple[str, dict[str, Any]]]):
 
 
 def _resolve_type(config_cls: type, key: str):
-    import typing
-
-    return typing.get_type_hints(config_cls)[key]
+    """The field's type with its bounds: `steps: Annotated[int, Field(gt=0)]` is checked as declared."""
+    return typing.get_type_hints(config_cls, include_extras=True)[key]
 
 
 def _type_name(config_cls: type, key: str) -> str:
     t = _resolve_type(config_cls, key)
+    if typing.get_origin(t) is typing.Annotated:
+        t = typing.get_args(t)[0]
     return getattr(t, "__name__", str(t))
 
 

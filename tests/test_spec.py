@@ -97,6 +97,27 @@ def test_tier_config_errors_name_the_spec_file():
         build_config(Config, [("reproductions/sac/spec.yaml: tiers.mini.config", {"bogus": 1})])
 
 
+def test_a_config_field_s_declared_bounds_are_checked_before_anything_runs():
+    """A paper declares bounds with `Annotated[int, Field(gt=0)]`: a value outside them is one
+    error naming where it came from, the field, the value and the bound."""
+    import dataclasses
+    from typing import Annotated
+
+    from pydantic import Field
+
+    @dataclasses.dataclass
+    class Config:
+        steps: Annotated[int, Field(gt=0)] = 10
+        lr: Annotated[float, Field(gt=0, le=1)] = 0.1
+        warmup_steps: Annotated[int, Field(ge=0)] = 0
+
+    assert build_config(Config, [("--set", {"steps": 5, "lr": 0.5, "warmup_steps": 0})]) == Config(5, 0.5, 0)
+    for field, value, why in (("steps", 0, "greater than 0"), ("lr", -1e-3, "greater than 0"), ("lr", 2, "less than or equal to 1"),
+                              ("warmup_steps", -1, "greater than or equal to 0")):
+        with pytest.raises(SpecError, match=rf"--set: config field '{field}': {value!r} is not a valid \w+ \(Input should be {why}\)"):
+            build_config(Config, [("--set", {field: value})])
+
+
 def run_cli(capsys, *argv):
     code = cli.main(list(argv))
     out = capsys.readouterr()

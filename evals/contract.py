@@ -139,6 +139,16 @@ class Classifier(Protocol):
 
 
 @runtime_checkable
+class ZeroShotClassifier(Protocol):
+    """Classifies float images N x C x H x W in [0, 1] among classes given only as text (zero_shot):
+    `prompts[c]` are the prompts of class c, one (a single prompt) or several (an ensemble, which the
+    model combines its own way: CLIP averages the normalised text embeddings); returns scores
+    N x classes, the arg-max the prediction."""
+
+    def zero_shot_logits(self, images: torch.Tensor, prompts: list[list[str]]) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class ProbedClassifier(Protocol):
     """A pre-trained encoder with a linear probe on its frozen features (classification with
     `method: probe_logits`)."""
@@ -300,6 +310,33 @@ class LowBitMeasurements(Protocol):
     def weight_storage(self) -> dict[str, int]: ...
 
     def energy_estimates(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Reasoner(Protocol):
+    """Answers the prompts of a generated task with its reasoning and an answer (arithmetic_pass):
+    `complete` continues each prompt, at `temperature` (0: greedy) with nucleus `top_p`, drawing
+    from `generator`, and returns the completions' text up to their end; `starting_point()` is the
+    model its training started from (the checkpoint RL began at), scored beside it, or None."""
+
+    def complete(self, prompts: list[str], temperature: float, top_p: float, generator: torch.Generator,
+                 max_new_tokens: int) -> list[str]: ...
+
+    def starting_point(self) -> Any: ...
+
+
+@runtime_checkable
+class PreferenceRewardModel(Protocol):
+    """A policy trained on a reward learned from preferences (preference_accuracy): it acts, says
+    whether it has a learned reward (`learns_reward`: false for an arm trained on the true reward),
+    and predicts the per-step reward r_hat of transitions (obs, actions, next_obs: arrays of N
+    rows), whose sums over segments order them."""
+
+    learns_reward: bool
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> Any: ...
+
+    def predicted_rewards(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray) -> np.ndarray: ...
 
 
 Capability = TypeVar("Capability")

@@ -199,3 +199,30 @@ def test_hidden_states_match_the_gpt_forward():
     t = tokenize(["one small red circle", "two large blue crosses"])
     logits, _ = model.text(t)
     assert torch.allclose(model.text.lm_head(hidden_states(model.text, t)), logits, atol=1e-6)
+
+
+def test_full_tier_loads_released_style_weights_and_matches_open_clips_zero_shot_classifier(tmp_path):
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+    from safetensors.torch import load_file
+
+    from reproductions.clip import pretrained
+    from reproductions.clip.stand_ins import write_tiny_clip
+
+    config_path, weights = write_tiny_clip(tmp_path, image_size=64)
+    cfg = pretrained.Config(model=str(config_path), checkpoint=str(weights), data_root=str(tmp_path / "none"),
+                            image_size=64)
+    assert pretrained.required_data(cfg) and not any("CLIP weights" in m for m in pretrained.required_data(cfg))
+    model = pretrained.train(cfg, QuietRun())
+    saved = load_file(str(weights))
+    assert all(torch.equal(v, saved[k]) for k, v in model.model.state_dict().items())
+    names, templates = ["goldfish", "tabby cat", "school bus"], ["a photo of a {}.", "a sketch of a {}.", "itap of a {}."]
+    texts = [[t.format(c) for t in templates] for c in names]
+    ref = build_zero_shot_classifier(model.model, model.tokenizer, names, [lambda c, t=t: t.format(c) for t in templates],
+                                     num_classes_per_batch=2)
+    assert torch.allclose(model.class_weights(texts), ref.T, atol=1e-5)
+    images = torch.rand(2, 3, 64, 64)
+    logits = model.zero_shot_logits(images, texts)
+    assert torch.equal(logits, model.zero_shot_logits(images, texts))  # the cached classifier
+    with pytest.raises(FileNotFoundError):
+        pretrained.train(pretrained.Config(model=str(config_path), checkpoint=str(tmp_path / "absent.safetensors")),
+                         QuietRun())

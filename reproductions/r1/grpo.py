@@ -58,11 +58,11 @@ class Config:
     n_embd: int = 128
     max_new_tokens: int = 64          # the longest completion sampled
     # phase 1: supervised fine-tuning on worked traces (the cold start)
-    sft_steps: int = 1000
+    sft_steps: int = 500
     sft_batch: int = 32
     sft_lr: float = 1e-3
     sft_min_lr: float = 1e-4
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     # phase 2: GRPO, or the supervised control for the same steps and sequences per step
@@ -70,7 +70,7 @@ class Config:
     rl_steps: int = 200
     prompts_per_step: int = 8         # questions per step
     group_size: int = 8               # G, outputs sampled per question
-    rl_lr: float = 1e-4
+    rl_lr: float = 5e-5
     beta: float = 0.04                # KL coefficient (DeepSeekMath's 0.04)
     clip_eps: float = 0.2             # epsilon of the clipped ratio
     inner_steps: int = 1              # mu, policy updates per batch of samples (DeepSeekMath: 1)

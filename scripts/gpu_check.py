@@ -124,17 +124,12 @@ def steps(device: str) -> list[Step]:
 def speed_data(folder: Path) -> None:
     """`folder/data/fineweb10B`: one train shard of 2M and one validation shard of SPEED_VAL_TOKENS
     random GPT-2 token ids, in the shards' format (written once)."""
-    import numpy as np
-
     from evals.tasks import fineweb
+    from evals.tasks.stand_ins import write_fineweb
 
     root = folder / "data" / "fineweb10B"
-    if fineweb.shard_paths(root, "validation"):
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name, n in (("fineweb_train_000001.bin", 1 << 21), ("fineweb_val_000000.bin", SPEED_VAL_TOKENS + 1)):
-        fineweb.write_shard(root / name, rng.integers(fineweb.VOCAB_SIZE, size=n, dtype=np.uint16))
+    if not fineweb.shard_paths(root, "validation"):
+        write_fineweb(root, 1 << 21, SPEED_VAL_TOKENS + 1)
 
 
 def run_step(step: Step, out: Path, deadline: float) -> Outcome:

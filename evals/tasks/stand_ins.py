@@ -95,9 +95,14 @@ def fineweb_data(config: Any, folder: Path) -> Any:
     configured root lacks its shards; else `config` itself."""
     if not fineweb.missing(config.data_root):
         return config
-    root = Path(folder) / "fineweb10B"
+    root = write_fineweb(Path(folder) / "fineweb10B", FINEWEB_STAND_IN_TOKENS + 1, FINEWEB_STAND_IN_TOKENS + 1)
+    return dataclasses.replace(config, data_root=str(root))
+
+
+def write_fineweb(root: Path, train_tokens: int, val_tokens: int) -> Path:
+    """One train and one validation shard of random GPT-2 token ids under `root`, in the shards' format."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for name in ("fineweb_train_000001.bin", "fineweb_val_000000.bin"):
-        fineweb.write_shard(root / name, rng.integers(fineweb.VOCAB_SIZE, size=FINEWEB_STAND_IN_TOKENS + 1, dtype=np.uint16))
-    return dataclasses.replace(config, data_root=str(root))
+    for name, n in (("fineweb_train_000001.bin", train_tokens), ("fineweb_val_000000.bin", val_tokens)):
+        fineweb.write_shard(root / name, rng.integers(fineweb.VOCAB_SIZE, size=n, dtype=np.uint16))
+    return root

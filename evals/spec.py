@@ -131,6 +131,25 @@ class Target(Strict):
         return {t.arm for t in (lhs, rhs) if t.arm is not None}
 
 
+class Superseded(Strict):
+    """A target that no longer counts, kept with what it got and why it went. A target is replaced
+    only where it did not state the paper's claim or could not be met by construction, never
+    because a run missed it; the spec keeps it (the site shows it) and its records go stale with
+    the spec version it counted under."""
+
+    expr: str
+    description: str | None = None
+    spec_version: int = Field(ge=1)   # the spec version under which it counted
+    result: str                       # what it got: the measured value and CI, per seed where it helps
+    reason: str                       # why it went
+
+    @field_validator("expr")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        parse_expr(v)
+        return v
+
+
 class Arm(Strict):
     """A named variant run side by side with the others: config overrides, or another module."""
 
@@ -188,6 +207,7 @@ class Tier(Strict):
     evaluators: list[EvaluatorSpec] = Field(default_factory=list)
     targets: list[Target] = Field(default_factory=list)
     deviations: list[str] = Field(default_factory=list)
+    superseded: list[Superseded] = Field(default_factory=list)
     # Re-execution by CI stops a run at the first value it logs past this step (its config
     # unchanged, so every schedule is the full run's) and compares the values logged up to it;
     # None: the whole run is re-executed.
@@ -245,6 +265,16 @@ class Spec(Strict):
     def _default_module(self) -> "Spec":
         if self.module is None:
             self.module = f"reproductions.{self.id}"
+        return self
+
+    @model_validator(mode="after")
+    def _superseded_in_the_past(self) -> "Spec":
+        for name, tier in self.tiers.items():
+            for old in tier.superseded:
+                if old.spec_version >= self.version:
+                    raise ValueError(f"tiers.{name}.superseded: {old.expr!r} counted under spec version "
+                                     f"{old.spec_version}, which must be below the spec's version {self.version} "
+                                     "(bump `version` when a target is replaced)")
         return self
 
     @property

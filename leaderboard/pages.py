@@ -293,6 +293,13 @@ def tier_section(paper: Paper, view: TierView, plots: list[CurvePlot]) -> list[s
     out += ["### Targets", "", tables.markdown(tables.targets(view), "*No targets: the runs are reported, nothing is claimed.*"), ""]
     if any(t.test == "bootstrap" for t in tier.targets):
         out += [f'<p class="rp-legend">{EVIDENCE_NOTE}</p>', ""]
+    if tier.superseded:
+        old = pd.DataFrame([{"target": tables.code(t.expr) + (f": {tables.prose(t.description)}" if t.description else ""),
+                             "counted under": f"spec v{t.spec_version}", "what it got": tables.prose(t.result),
+                             "why it was replaced": tables.prose(t.reason)} for t in tier.superseded])
+        out += ["### Superseded targets", "", "Targets this tier once had, kept with their result: each was replaced "
+                "because it did not state the paper's claim or could not be met by construction, not because a "
+                "run missed it. They no longer count.", "", tables.markdown(old), ""]
     if view.runs:
         out += results_sections(paper, view, plots)
     out += ["### Caveats", ""]

@@ -13,7 +13,7 @@ import pytest
 from evals.cli import build_parser
 from evals.record import RecordError, write_record
 from evals.paths import ROOT
-from evals.spec import all_specs
+from evals.spec import Superseded, all_specs
 from evals.stats import bootstrap_ci
 from leaderboard import pages, tables
 from leaderboard.collect import collect, collect_paper, load_specs
@@ -259,6 +259,18 @@ def test_paper_with_only_a_smoke_run(tmp_path, spec):
     page = pages.paper_page(paper, {}, None)
     smoke = page[page.index("## Smoke tier"):]
     assert "| ours | return | 1 | -900 |" in smoke and "-900" in smoke and "demo-smoke-ours-s1" in smoke
+
+
+def test_a_superseded_target_is_shown_with_its_result_and_reason_and_counts_for_nothing(tmp_path):
+    spec = demo_spec(base={"version": 2})
+    spec.tiers["mini"].superseded = [Superseded(expr="return[ours] >= 9000", spec_version=1, result="-150: <b>not met</b>",
+                                                reason="not the paper's claim")]
+    paper = collect_paper(spec, tmp_path)
+    assert len(paper.tiers["mini"].status.targets) == 2  # only the live targets are tested
+    page = pages.paper_page(paper, {}, None)
+    old = page[page.index("### Superseded targets"):page.index("### Caveats")]
+    assert "<code>return[ours] &gt;= 9000</code>" in old and "spec v1" in old and "not the paper's claim" in old
+    assert "&lt;b&gt;not met&lt;/b&gt;" in old  # escaped like every string from a spec
 
 
 # -- plots, links, README -----------------------------------------------------------------------

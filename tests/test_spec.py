@@ -62,6 +62,25 @@ def test_malformed_spec_names_file_and_field(tmp_path, change, field):
     assert str(path) in msg and f"'{field}" in msg and "\n" not in msg
 
 
+SUPERSEDED = """
+    superseded:
+      - expr: "return[ours] >= 0"
+        spec_version: 1
+        result: "-150 [-180, -120]: not met"
+        reason: "could not be met by construction: the task's best return is negative"
+"""
+
+
+def test_a_superseded_target_keeps_its_result_and_reason_from_an_older_spec_version(tmp_path):
+    spec = load_spec_file(write(tmp_path, "version: 2\n" + GOOD + SUPERSEDED))
+    old = spec.tiers["mini"].superseded[0]
+    assert (old.expr, old.spec_version) == ("return[ours] >= 0", 1) and "by construction" in old.reason
+    with pytest.raises(SpecError, match="spec version 1, which must be below the spec's version 1"):
+        load_spec_file(write(tmp_path, GOOD + SUPERSEDED))  # replacing a target means a new spec version
+    with pytest.raises(SpecError, match=r"tiers\.mini\.superseded\[0\]\.reason.: Field required"):
+        load_spec_file(write(tmp_path, "version: 2\n" + GOOD + SUPERSEDED.replace("        reason:", "        why:")))
+
+
 def test_id_must_match_folder_and_yaml_must_parse(tmp_path):
     with pytest.raises(SpecError, match="does not match its folder"):
         load_spec_file(write(tmp_path, GOOD, folder="other"))

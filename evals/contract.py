@@ -339,6 +339,16 @@ class PreferenceRewardModel(Protocol):
     def predicted_rewards(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray) -> np.ndarray: ...
 
 
+@runtime_checkable
+class VideoSegmenter(Protocol):
+    """Segments one object through each of N videos from clicks (j_and_f): frames N x T x C x H x W
+    in [0, 1]; `clicks[i]` maps a frame index of video i to its clicks (row, column, 1 positive /
+    0 negative); returns boolean masks N x T x H x W, frame t predicted from frames and clicks up
+    to t only (streaming, as SAM 2 processes video)."""
+
+    def segment_video(self, frames: torch.Tensor, clicks: list[dict[int, list[tuple[int, int, int]]]]) -> torch.Tensor: ...
+
+
 Capability = TypeVar("Capability")
 
 

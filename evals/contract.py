@@ -349,6 +349,34 @@ class VideoSegmenter(Protocol):
     def segment_video(self, frames: torch.Tensor, clicks: list[dict[int, list[tuple[int, int, int]]]]) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class PolicyFamily(Protocol):
+    """Language-model policies fine-tuned from one reference model by several methods
+    (reward_kl_frontier): `frontier_points()` names each checkpoint ('<method>_<setting>_<step>',
+    the method first), `point_method(name)` the method that made it, `log_probs(name, tokens)` the
+    next-token log-probabilities (n, T, vocab) of that checkpoint, or of the reference for
+    name 'reference', for token ids (n, T) of `evals.tasks.reviews`; `training_compute()` what each
+    method spent, by '<method>_flops' (counted) and '<method>_cpu_seconds' (measured)."""
+
+    def frontier_points(self) -> list[str]: ...
+
+    def point_method(self, name: str) -> str: ...
+
+    def log_probs(self, name: str, tokens: torch.Tensor) -> torch.Tensor: ...
+
+    def training_compute(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Responder(Protocol):
+    """Answers dialogue prompts (win_rate): `respond` continues each prompt at `temperature` (0:
+    greedy), at most `max_new_tokens` tokens, drawing from `generator`, and returns the responses'
+    text without the prompt."""
+
+    def respond(self, prompts: list[str], temperature: float, max_new_tokens: int,
+                generator: torch.Generator) -> list[str]: ...
+
+
 Capability = TypeVar("Capability")
 
 

@@ -184,12 +184,13 @@ def test_share_ahead_and_dominance():
 # -- the pipeline and the evaluator ---------------------------------------------------------------------
 TINY = dict(n_layer=1, n_head=2, n_embd=16, sft_steps=30, pair_prompts=48, dpo_betas=[0.1, 1.0], dpo_epochs=1,
             rm_epochs=1, ppo_kl_coefs=[0.1], ppo_iterations=2, ppo_batch=8, ppo_minibatch=4, ppo_epochs=1,
-            checkpoints=2, log_every=1)
+            checkpoints=2, log_every=1, plot_prompts=8)
 
 
 def test_train_fills_every_point_and_the_evaluator_derives_its_metrics(tmp_path):
     cfg = D.Config(**TINY)
-    agent = D.train(cfg, QuietRun(seed=1))
+    agent = D.train(cfg, QuietRun(seed=1, folder=tmp_path))
+    assert (tmp_path / "reward_kl_frontier.png").is_file()
     assert isinstance(agent, PolicyFamily)
     names = agent.frontier_points()
     assert len(names) == 2 * 2 + 1 * 2 and agent.point_method(names[0]) == "dpo"

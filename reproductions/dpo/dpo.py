@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -84,6 +85,7 @@ class Config:
     # points on the frontier: checkpoints saved evenly along each fine-tuning run
     checkpoints: int = 3
     log_every: int = 10
+    plot_prompts: int = 256           # held-out prompts of the in-run measurement behind the run's frontier plot
 
 
 # -- the losses ------------------------------------------------------------------------------------
@@ -425,6 +427,53 @@ def ppo(agent: FrontierAgent, rm: ScalarHead, cfg: Config, kl_coef: float, data:
     return offset + cfg.ppo_iterations
 
 
+@torch.no_grad()
+def measure_point(gpt: GPT, reference: GPT, prompts: torch.Tensor, generator: torch.Generator) -> tuple[float, float]:
+    """(mean KL to the reference, mean true reward) of one completion per prompt at temperature 1,
+    the KL by `reviews.sequence_kl` (what the evaluator does, on its own prompts and stream)."""
+    seqs = sample(gpt, prompts, generator)
+    gpt.eval()
+    logp = torch.log_softmax(gpt(seqs[:, :-1])[0][:, P - 1:].float(), dim=-1)
+    ref = torch.log_softmax(reference(seqs[:, :-1])[0][:, P - 1:].float(), dim=-1)
+    kl = reviews.sequence_kl(logp, ref, reviews.completion_mask(seqs[:, P:]))
+    return kl.mean().item(), sum(reviews.reward(r) for r in seqs.tolist()) / seqs.size(0)
+
+
+def plot_frontier(agent: FrontierAgent, cfg: Config, run: RunContext) -> None:
+    """The run's own reward-KL plane (Figure 2 left) as an image beside its record: every checkpoint
+    measured on `plot_prompts` held-out prompts, each method's frontier drawn as a step line. The
+    record's numbers are the evaluator's, on its own prompts; this picture is for reading them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prompts = reviews.prompts(cfg.plot_prompts, torch.Generator().manual_seed(4242)).to(run.device)
+    ref_reward = measure_point(agent.reference, agent.reference, prompts, torch.Generator().manual_seed(1))[1]
+    points = {m: [] for m in ("dpo", "ppo")}
+    for name in agent.frontier_points():
+        points[agent.point_method(name)].append(
+            (*measure_point(agent.points[name], agent.reference, prompts, torch.Generator().manual_seed(1)), name))
+    kl_max = min(max(kl for kl, _, _ in pts) for pts in points.values())
+    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=110)
+    for (method, pts), color in zip(points.items(), ("tab:blue", "tab:orange")):
+        ax.scatter([kl for kl, _, _ in pts], [r for _, r, _ in pts], color=color, s=18,
+                   label=f"{method.upper()} checkpoints")
+        grid = sorted({0.0, kl_max, *(kl for kl, _, _ in pts if kl <= kl_max)})
+        front = reviews.frontier([(0.0, ref_reward)] + [(kl, r) for kl, r, _ in pts], grid)
+        area = reviews.frontier_area([(kl, r) for kl, r, _ in pts], ref_reward, kl_max)
+        ax.step(grid, front, where="post", color=color, label=f"{method.upper()} frontier (area {area:.3f})")
+    ax.scatter([0.0], [ref_reward], color="black", marker="x", label="SFT reference")
+    ax.axvline(kl_max, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("KL(pi || pi_ref), nats per completion")
+    ax.set_ylabel("mean true reward")
+    ax.set_title(f"Reward vs KL, seed {run.seed} (in-run measurement, {cfg.plot_prompts} prompts)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(Path(run.dir) / "reward_kl_frontier.png")
+    plt.close(fig)
+
+
 def train(cfg: Config, run: RunContext) -> FrontierAgent:
     agent = build(cfg).to(run.device)
     data = torch.Generator().manual_seed(run.seed)
@@ -461,6 +510,8 @@ def train(cfg: Config, run: RunContext) -> FrontierAgent:
                                       meter.seconds["ppo"]], dtype=torch.float64))
     run.log(step, dpo_gflops=meter.flops["dpo"] / 1e9, ppo_gflops=meter.flops["ppo"] / 1e9,
             dpo_cpu_seconds=meter.seconds["dpo"], ppo_cpu_seconds=meter.seconds["ppo"])
+    if cfg.plot_prompts:
+        plot_frontier(agent, cfg, run)
     agent.eval()
     return agent
 

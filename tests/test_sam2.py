@@ -276,3 +276,18 @@ def test_tiny_training_run_and_checkpoint_round_trip(tmp_path):
     model.save(tmp_path / "m.safetensors")
     again = build(cfg).load(tmp_path / "m.safetensors")
     assert torch.equal(again.segment_video(v.frames, clicks), masks)
+
+
+def test_davis_format_round_trip(tmp_path):
+    from evals.tasks.davis import davis_clips, davis_objects, missing, write_davis
+
+    assert len(missing(tmp_path / "nothing", ("train", "val"))) == 4
+    root = write_davis(tmp_path / "davis", videos_per_split=2, frames=5, size=32)
+    assert missing(root, ("train", "val")) == []
+    objects, protocol = davis_objects(root, "val", 32)
+    source = make_videos(2, "test", frames=5, size=32)
+    first = objects[0]
+    assert first.name == "val-shapes-0/1" and torch.equal(first.masks, source.masks[0])  # the target, exactly
+    assert protocol["n"] == len(objects) >= 4
+    frames, masks, objs = davis_clips(root, "train", 32, 3, 2, seed=1, step=0)
+    assert frames.shape == (2, 3, 3, 32, 32) and torch.equal(masks, objs == 1) and masks[:, 0].flatten(1).any(1).all()

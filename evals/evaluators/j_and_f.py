@@ -122,8 +122,8 @@ class JandFOptions(BaseModel):
 
 
 def tiny(options: JandFOptions) -> JandFOptions:
-    """A dry run's budget: 2 videos of at most 4 frames."""
-    return shrunk(options, n=2, batch_size=2, max_frames=4)
+    """A dry run's budget: one video of at most 2 frames."""
+    return shrunk(options, n=1, batch_size=1, max_frames=2, frames=3)
 
 
 def metric_names(options: JandFOptions) -> list[str]:

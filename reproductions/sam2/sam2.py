@@ -245,8 +245,8 @@ def save_overlays(model: Segmenter, cfg: Config, path) -> None:
 
 
 def dry_run_step(model: Segmenter, cfg: Config) -> dict[str, float]:
-    """One optimisation step on 2 clips of at most 3 frames (moving shapes or the data root's)."""
-    small = Config(**{**cfg.__dict__, "batch_size": 2, "frames": min(cfg.frames, 3)})
+    """One optimisation step on one clip of 2 frames (moving shapes or the data root's)."""
+    small = Config(**{**cfg.__dict__, "batch_size": 1, "frames": 2})
     frames, masks, objects = training_clips(small, 1, 0)
     points = training_prompts(masks, objects, small, torch.Generator().manual_seed(0))
     device = model.no_mem_embed.device

@@ -326,6 +326,26 @@ class Reasoner(Protocol):
 
 
 @runtime_checkable
+class BudgetForcedReasoner(Protocol):
+    """A `Reasoner` whose thinking length is controlled at decode time (budget_forcing, s1): as
+    `complete`, with the thinking capped at `max_thinking` tokens (None: no cap; the end of thinking
+    and the answer delimiter forced there), the first `extensions` ends of thinking suppressed, and
+    with `wait` a continuation string (s1's "Wait") appended in their place."""
+
+    def complete_forced(self, prompts: list[str], temperature: float, top_p: float, generator: torch.Generator,
+                        max_new_tokens: int, max_thinking: int | None = None, extensions: int = 0,
+                        wait: bool = False) -> list[str]: ...
+
+
+@runtime_checkable
+class LMEvalModel(Protocol):
+    """Hands lm-eval a model of its own making (lm_eval): `lm_eval_model(batch_size)` returns an
+    lm-eval `LM` (s1's full tier: lm-eval's `hf` model whose generation is budget-forced)."""
+
+    def lm_eval_model(self, batch_size: int = 1) -> Any: ...
+
+
+@runtime_checkable
 class PreferenceRewardModel(Protocol):
     """A policy trained on a reward learned from preferences (preference_accuracy): it acts, says
     whether it has a learned reward (`learns_reward`: false for an arm trained on the true reward),

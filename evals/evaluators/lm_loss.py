@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.contract import LanguageModel, PublishedCheckpoint, ReportsStatistics, ScoredOnDomain
+from evals.contract import LanguageModel, LMEvalModel, PublishedCheckpoint, ReportsStatistics, ScoredOnDomain
 from evals.evaluators import Measured, register, shrunk
 from evals.record import EvalResult
 from evals.tasks import code_corpus, code_domains
@@ -190,7 +190,9 @@ def lm_eval_tasks(agent, config, options: LMEvalOptions) -> Measured:
 
     from evals import lm_eval_bridge as bridge
 
-    if isinstance(agent, PublishedCheckpoint):
+    if isinstance(agent, LMEvalModel):   # an lm-eval model of the agent's making (s1: budget-forced generation)
+        model = agent.lm_eval_model(batch_size=options.batch_size)
+    elif isinstance(agent, PublishedCheckpoint):
         model = bridge.hf_model(agent.checkpoint_path, dtype=agent.dtype, batch_size=options.batch_size)
     elif isinstance(agent, LanguageModel):
         model = bridge.ReproLM(agent)

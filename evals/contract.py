@@ -313,6 +313,17 @@ class LowBitMeasurements(Protocol):
 
 
 @runtime_checkable
+class VisualChat(Protocol):
+    """Answers questions about images in a conversation (visual_qa): `tokens` (N x T, ids of the
+    task's vocabulary, `evals.tasks.visual_qa`, one `<image>` marking where the image goes) ->
+    N x T, at each text position t the greedy prediction of token t + 1 given the image and
+    tokens 0..t. `descriptions` are the scenes' true descriptions, for an arm that reads them
+    instead of the image (an oracle); any other ignores them."""
+
+    def next_token_predictions(self, images: torch.Tensor, descriptions: list[str], tokens: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class Reasoner(Protocol):
     """Answers the prompts of a generated task with its reasoning and an answer (arithmetic_pass):
     `complete` continues each prompt, at `temperature` (0: greedy) with nucleus `top_p`, drawing

@@ -1,0 +1,226 @@
+"""LLaVA: the visual tokens' splice (eq. 2) and the answer-only loss (eq. 3) against a naive
+per-sample construction, the projector-only stage 1, the grid features, the generated data
+against its own pixels, and the evaluator's scoring against greedy decoding."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from evals.contract import QuietRun
+from evals.evaluators.visual_qa import VisualQAOptions, answer_spans, derive, visual_qa
+from evals.record import EvalResult
+from evals.tasks import visual_qa as vqa
+from evals.tasks.captioned_shapes import COLOURS, SHAPES
+from evals.tasks.images import COLOURS as RGB
+from reproductions.llava import llava as L
+
+IMG = vqa.WORD_ID[vqa.IMAGE]
+TINY = L.Config(vision_width=16, vision_layers=2, vision_heads=2, clip_text_width=16, clip_text_layers=1,
+                clip_text_heads=2, clip_embed_dim=16, clip_n_train=32, clip_steps=2, clip_batch_size=16, n_layer=1,
+                n_head=2, n_embd=16, lm_n_docs=32, lm_steps=2, lm_batch_size=8, n_train=32, stage1_steps=2,
+                stage1_batch_size=8, stage2_steps=2, stage2_batch_size=8, stage2_lr=1e-3, log_every=1)
+
+
+def naive_splice(text, tokens, mask, inserts):
+    """Per sample, a Python list: text vectors up to the marker, the N visual vectors, the rest; a
+    label is the token where it is an answer, else ignored."""
+    xs, ys = [], []
+    for b in range(len(tokens)):
+        x, y = [], []
+        for t in range(tokens.shape[1]):
+            if tokens[b, t] == IMG:
+                x += list(inserts[b])
+                y += [L.IGNORE] * len(inserts[b])
+            else:
+                x.append(text[b, t])
+                y.append(int(tokens[b, t]) if mask[b, t] else L.IGNORE)
+        xs.append(torch.stack(x))
+        ys.append(torch.tensor(y))
+    return torch.stack(xs), torch.stack(ys)
+
+
+def random_batch(b=5, t=12, n=4, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(5, len(vqa.VOCAB), (b, t), generator=g)
+    tokens[torch.arange(b), torch.randint(0, t, (b,), generator=g)] = IMG   # the marker anywhere, row by row
+    mask = torch.rand(b, t, generator=g) < 0.4
+    return torch.randn(b, t, d, generator=g), tokens, mask, torch.randn(b, n, d, generator=g)
+
+
+def test_splice_matches_naive_construction():
+    text, tokens, mask, inserts = random_batch()
+    x, labels = L.splice(text, tokens, mask, inserts)
+    nx, ny = naive_splice(text, tokens, mask, inserts)
+    assert torch.equal(x, nx) and torch.equal(labels, ny)
+    p = (tokens == IMG).int().argmax(1)
+    for b in range(len(tokens)):                      # the visual tokens sit exactly at the marker
+        assert torch.equal(x[b, p[b]:p[b] + inserts.shape[1]], inserts[b])
+        assert (labels[b, p[b]:p[b] + inserts.shape[1]] == L.IGNORE).all()
+
+
+def test_splice_needs_exactly_one_marker():
+    text, tokens, mask, inserts = random_batch()
+    tokens[0, tokens[0] == IMG] = 7
+    with pytest.raises(ValueError, match="exactly one image marker"):
+        L.splice(text, tokens, mask, inserts)
+    tokens[0, :2] = IMG
+    with pytest.raises(ValueError, match="exactly one image marker"):
+        L.splice(text, tokens, mask, inserts)
+
+
+def test_answer_loss_is_mean_nll_of_answer_tokens_only():
+    text, tokens, mask, inserts = random_batch(seed=1)
+    _, labels = L.splice(text, tokens, mask, inserts)
+    logits = torch.randn(*labels.shape, len(vqa.VOCAB), generator=torch.Generator().manual_seed(2))
+    terms = [-F.log_softmax(logits[b, j - 1], -1)[labels[b, j]] for b in range(len(labels))
+             for j in range(1, labels.shape[1]) if labels[b, j] != L.IGNORE]
+    assert len(terms) == int((labels[:, 1:] != L.IGNORE).sum()) > 0
+    assert L.answer_loss(logits, labels) == pytest.approx(torch.stack(terms).mean().item(), rel=1e-6)
+
+
+def test_splice_tokens_for_the_oracle_and_the_blind_arm():
+    data = vqa.make_visual_qa(6, split="test")
+    tokens, mask = vqa.instruction_batch(data)
+    desc = vqa.description_ids(data)
+    out, m = L.splice_tokens(tokens, mask, desc)
+    for b in range(len(tokens)):
+        row = [x for x in tokens[b].tolist() if x]
+        at = row.index(IMG)
+        expect = row[:at] + desc[b] + row[at + 1:]
+        assert out[b, :len(expect)].tolist() == expect and not out[b, len(expect):].any()
+        assert vqa.decode(out[b][m[b]]) == vqa.decode(tokens[b][mask[b]])   # the same answers, nothing else
+    blind, bm = L.splice_tokens(tokens, mask, [[] for _ in desc])
+    assert not (blind == IMG).any() and bm.sum() == mask.sum()
+
+
+@pytest.mark.parametrize("mode", L.MODES)
+def test_next_token_predictions_align_with_a_naive_sequence(mode):
+    """The prediction at text position t is the arg-max of the LM at the state that reads text token
+    t: built here by hand, one sample at a time, from the unspliced pieces."""
+    torch.manual_seed(0)
+    model = L.build(dataclasses.replace(TINY, mode=mode)).eval()
+    data = vqa.make_visual_qa(3, split="test")
+    tokens, _ = vqa.instruction_batch(data)
+    pred = model.next_token_predictions(data.images, data.descriptions(), tokens)
+    with torch.no_grad():
+        for b in range(3):
+            row = tokens[b, :int((tokens[b] != 0).sum())]
+            at = int((row == IMG).nonzero())
+            if mode == "image":
+                ins = model.projector(model.visual_features(data.images[b:b + 1]))[0]
+            elif mode == "oracle":
+                ins = model.lm.wte(torch.tensor(vqa.ids(data.descriptions()[b])))
+            else:
+                ins = torch.zeros(0, TINY.n_embd)
+            emb = model.lm.wte(row)
+            seq = torch.cat([emb[:at], ins, emb[at + 1:]])
+            arg = L.gpt_logits(model.lm, seq[None])[0].argmax(-1)
+            for t in range(len(row)):
+                if t == at:
+                    continue   # the marker is not text the model reads; its prediction is the last inserted state's
+                state = t if t < at else t + len(ins) - 1
+                assert pred[b, t] == arg[state]
+
+
+def test_visual_features_last_layer_is_vit_patch_tokens():
+    model = L.build(dataclasses.replace(TINY, select_layer=-1)).eval()
+    images = vqa.make_visual_qa(2).images
+    assert torch.allclose(model.visual_features(images), model.vision.patch_tokens(images), atol=1e-6)
+    model.select_layer = -2                              # before the last layer: no final LayerNorm, one block fewer
+    vit = model.vision
+    x = torch.cat([(vit.cls_token + vit.pos_embed[:, :1]).expand(2, -1, -1), vit.embed(images)], 1)
+    assert torch.allclose(model.visual_features(images), vit.blocks[0](x)[:, 1:], atol=1e-6)
+
+
+def test_stage1_trains_only_the_projector_and_the_vision_tower_stays_frozen():
+    torch.manual_seed(0)
+    model = L.build(TINY)
+    data = vqa.make_visual_qa(16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens, mask = vqa.caption_batch(data)
+    model.lm.requires_grad_(False)
+    L.run_stage(model, L.stage_data(model, data, tokens, mask, torch.device("cpu")), list(model.projector.parameters()),
+                3, 4, 1e-2, TINY, 0, lambda *a, **k: None, "stage1")
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"projector.weight", "projector.bias"}
+    assert not any(p.requires_grad for p in model.vision.parameters())
+
+
+def test_generated_scenes_match_their_pixels_and_answers():
+    """Each described object's colour is drawn in its cell, no other colour is; answers follow
+    from the scene by rules written here afresh."""
+    data = vqa.make_visual_qa(200, size=48, split="test")
+    rgb = torch.tensor([RGB[c] for c in COLOURS])
+    for i, scene in enumerate(data.scenes):
+        assert len({c for c, _, _ in scene.objects}) == len(scene.objects) == len({s for _, s, _ in scene.objects})
+        drawn = set()
+        for c in range(len(COLOURS)):
+            hit = (data.images[i] - rgb[c][:, None, None]).abs().amax(0) < 1e-6    # H x W: pixels of colour c
+            if hit.any():
+                ys, xs = hit.nonzero().float().mean(0) / 48                    # the colour's centre of mass
+                drawn.add((c, int(ys * 3) * 3 + int(xs * 3)))
+        assert drawn == {(c, cell) for c, _, cell in scene.objects}           # each object's colour, in its cell
+        for kind, q, a in data.conversations[i]:
+            words = q.split()
+            if kind == "count":
+                assert a == ("one", "two", "three")[len(scene.objects) - 1]
+            elif kind == "relative":
+                names = [f"{COLOURS[c]} {SHAPES[s]}" for c, s, _ in scene.objects]
+                rel = "left of" if "left" in words else "right of" if "right" in words else words[4]
+                first = " ".join(words[2:4])
+                second = " ".join(words[-3:-1])
+                (ca, cb) = [scene.objects[names.index(n)][2] for n in (first, second)]
+                ax, ay, bx, by = ca % 3, ca // 3, cb % 3, cb // 3
+                truth = {"left of": ax < bx, "right of": ax > bx, "above": ay < by, "below": ay > by}[rel]
+                assert a == ("yes" if truth else "no")
+            elif kind == "exists":
+                present = f"{words[3]} {words[4]}" in [f"{COLOURS[c]} {SHAPES[s]}" for c, s, _ in scene.objects]
+                assert a == ("yes" if present else "no")
+    assert all(k != "shape" for c in vqa.make_visual_qa(100).conversations for k, _, _ in c)   # held out of training
+
+
+class _Echo:
+    """A model that predicts the true next token except at chosen (row, position)s."""
+
+    def __init__(self, wrong):
+        self.wrong = wrong
+
+    def next_token_predictions(self, images, descriptions, tokens):
+        pred = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], 1)
+        for b, t in self.wrong:
+            if b < len(tokens):
+                pred[b, t] = (pred[b, t] + 1) % len(vqa.VOCAB)
+        return pred
+
+
+def test_evaluator_scores_exact_answers_and_derives():
+    data = vqa.make_visual_qa(8, split="test")
+    tokens, mask = vqa.instruction_batch(data)
+    start, end = answer_spans(mask[0])[1]
+    cfg = TINY
+    r = visual_qa(_Echo({(0, end - 2)}), cfg, VisualQAOptions(n=8, batch_size=8, examples=0))  # the 2nd answer's <stop>
+    total = sum(len(v) for v in r.samples.values())
+    assert total == 24 and sum(sum(v) for v in r.samples.values()) == 23
+    wrong_type = data.conversations[0][1][0]
+    assert 0.0 in r.samples[f"correct_{wrong_type}"]
+    result = EvalResult(evaluator="visual_qa", version=1, metrics=r.metrics, samples=r.samples, protocol=r.protocol)
+    assert derive(result) == pytest.approx(r.metrics)
+
+
+def test_train_shares_pretrained_parts_and_a_cached_run_equals_a_fresh_one():
+    """As the harness does, torch is seeded with the run's seed before each `train`."""
+    L._SHARED.clear()
+    torch.manual_seed(3)
+    b = L.train(dataclasses.replace(TINY, stage1=False), QuietRun(3))   # fills the cache
+    assert len(L._SHARED) == 2
+    torch.manual_seed(3)
+    a = L.train(TINY, QuietRun(3))                                      # the CLIP tower and the LM from the cache
+    assert len(L._SHARED) == 2 and torch.equal(a.vision.pos_embed, b.vision.pos_embed)
+    L._SHARED.clear()
+    torch.manual_seed(3)
+    c = L.train(TINY, QuietRun(3))                                      # afresh: the same bits
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    assert not torch.equal(a.projector.weight, b.projector.weight)      # stage 1 made a difference

@@ -408,6 +408,23 @@ class Responder(Protocol):
                 generator: torch.Generator) -> list[str]: ...
 
 
+@runtime_checkable
+class ReturnConditionedActor(Protocol):
+    """A policy learnt from offline data that acts one episode at a time, conditioned on a target
+    return or not (conditioned_return): `begin_episode(target_return)` gives the episode's
+    `policy(obs, last_reward) -> action` (last_reward: the previous step's reward, None at the
+    first); `conditioned` says whether the target is used (a Decision Transformer) or ignored
+    (behaviour cloning); `reference_returns` ({"random": R, "expert": R}) normalise returns to
+    scores 100 (R - R_random) / (R_expert - R_random); `data_provenance` says what data trained it
+    (its agent, steps and sha256)."""
+
+    conditioned: bool
+    reference_returns: dict[str, float]
+    data_provenance: dict[str, Any]
+
+    def begin_episode(self, target_return: float | None) -> Callable[[np.ndarray, float | None], Any]: ...
+
+
 Capability = TypeVar("Capability")
 
 

@@ -291,3 +291,52 @@ def test_davis_format_round_trip(tmp_path):
     assert protocol["n"] == len(objects) >= 4
     frames, masks, objs = davis_clips(root, "train", 32, 3, 2, seed=1, step=0)
     assert frames.shape == (2, 3, 3, 32, 32) and torch.equal(masks, objs == 1) and masks[:, 0].flatten(1).any(1).all()
+
+
+def _copy_attention(ours, ref):
+    for a, b in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("out", "out_proj")):
+        getattr(ours, a).load_state_dict(getattr(ref, b).state_dict())
+
+
+def test_two_way_transformer_and_position_encoding_match_the_official_sam2():
+    """SAM's two-way transformer (the mask decoder's core) and random-Fourier position encoding
+    against facebookresearch/sam2's modules given the same weights."""
+    pytest.importorskip("sam2")
+    from sam2.modeling.position_encoding import PositionEmbeddingRandom
+    from sam2.modeling.sam.transformer import TwoWayTransformer
+
+    from reproductions.sam2.model import MaskDecoder, RandomFourierPE
+
+    torch.manual_seed(0)
+    dim, heads, mlp, depth = 16, 2, 32, 2
+    ref = TwoWayTransformer(depth, dim, heads, mlp).eval()
+    for p in ref.parameters():
+        with torch.no_grad():
+            p.copy_(torch.randn_like(p) * 0.3)
+    ours = MaskDecoder(dim, depth, heads, mlp).eval()
+    for block, layer in zip(ours.blocks, ref.layers):
+        _copy_attention(block.self_attn, layer.self_attn)
+        _copy_attention(block.cross_t2i, layer.cross_attn_token_to_image)
+        _copy_attention(block.cross_i2t, layer.cross_attn_image_to_token)
+        block.mlp[0].load_state_dict(layer.mlp.layers[0].state_dict())
+        block.mlp[2].load_state_dict(layer.mlp.layers[1].state_dict())
+        for k, norm in enumerate((layer.norm1, layer.norm2, layer.norm3, layer.norm4)):
+            block.norms[k].load_state_dict(norm.state_dict())
+    _copy_attention(ours.final_attn, ref.final_attn_token_to_image)
+    ours.final_norm.load_state_dict(ref.norm_final_attn.state_dict())
+
+    image, image_pe, tokens = torch.randn(2, dim, 4, 4), torch.randn(1, dim, 4, 4), torch.randn(2, 5, dim)
+    want_q, want_k = ref(image, image_pe, tokens)
+    keys, key_pe = image.flatten(2).transpose(1, 2), image_pe.flatten(2).transpose(1, 2).expand(2, -1, -1)
+    queries = tokens
+    for block in ours.blocks:  # MaskDecoder.forward's transformer part
+        queries, keys = block(queries, keys, tokens, key_pe)
+    queries = ours.final_norm(queries + ours.final_attn(queries + tokens, keys + key_pe, keys))
+    assert torch.allclose(queries, want_q, atol=1e-5) and torch.allclose(keys, want_k, atol=1e-5)
+
+    pe_ref, pe = PositionEmbeddingRandom(dim // 2), RandomFourierPE(dim)
+    pe.gaussian.copy_(pe_ref.positional_encoding_gaussian_matrix[[1, 0]])  # ours reads (row, column), SAM's (x, y)
+    assert torch.allclose(pe.grid(4), pe_ref((4, 4)).flatten(1).T, atol=1e-5)
+    points = torch.tensor([[[3.0, 7.0], [12.0, 1.0]]])  # (row, column) pixel indices in a 16-pixel image
+    want = pe_ref.forward_with_coords(points.flip(-1) + 0.5, (16, 16))
+    assert torch.allclose(pe.encode((points + 0.5) / 16), want, atol=1e-5)

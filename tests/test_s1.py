@@ -311,7 +311,7 @@ def test_the_evaluator_on_a_fake_with_a_known_curve():
     agent = KnownAccuracy(need=10)
     assert isinstance(agent, BudgetForcedReasoner) and isinstance(agent, Reasoner)
     config = SimpleNamespace(min_operands=3, max_operands=4, max_operand=9)
-    opts = BudgetForcingOptions(n=6, caps=[0, 4, 16], samples=2, extensions=[1], waits=[1])
+    opts = BudgetForcingOptions(n=6, caps=[0, 4, 16], samples=2, extensions=[1], waits=[1], sampled_curve=True)
     res = budget_forcing(agent, config, opts)
     m = res.metrics
     assert (m["greedy_cap0"], m["greedy_cap4"], m["greedy_cap16"], m["sampled_cap16"]) == (0.0, 0.0, 1.0, 1.0)

@@ -9,7 +9,7 @@ the number of tokens between `<think>` and `</think>`. The agent decodes under b
 
 - the budget curve (s1's Figure 4 / Table 3 "budget forcing" row): for each cap c in `caps`, the
   thinking ended at c tokens and the answer forced (`</think><answer>`): `greedy_cap{c}` (greedy
-  decoding) and `sampled_cap{c}` (the mean of `samples` draws at `temperature`, `top_p`), with
+  decoding) and, with `sampled_curve`, `sampled_cap{c}` (the mean of `samples` draws at `temperature`, `top_p`), with
   the thinking actually used `think_cap{c}` (greedy); without a cap `greedy_natural`,
   `sampled_natural`, `think_natural`;
 - extension: the first e ends of thinking suppressed, the token drawn again without `</think>`
@@ -49,6 +49,7 @@ class BudgetForcingOptions(BaseModel):
     n: int = Field(500, ge=1)                                   # held-out problems
     caps: list[int] = Field(default_factory=lambda: [0, 4, 8, 16, 24, 32, 48, 64], min_length=2)
     samples: int = Field(4, ge=1)                               # draws per problem for the sampled metrics
+    sampled_curve: bool = False                                 # the sampled accuracy at every cap too
     temperature: float = Field(1.0, gt=0)                       # the model's own distribution
     top_p: float = Field(1.0, gt=0, le=1)
     extensions: list[int] = Field(default_factory=lambda: [1, 2, 4])   # ends of thinking suppressed
@@ -59,7 +60,8 @@ class BudgetForcingOptions(BaseModel):
 
 
 def _names(o: BudgetForcingOptions) -> list[str]:
-    names = [f"{kind}_cap{c}" for c in o.caps for kind in ("greedy", "sampled", "think")]
+    kinds = ("greedy", "sampled", "think") if o.sampled_curve else ("greedy", "think")
+    names = [f"{kind}_cap{c}" for c in o.caps for kind in kinds]
     names += ["greedy_natural", "sampled_natural", "think_natural", "greedy_ignore1", "greedy_wait1",
               "greedy_ignore1_gain", "greedy_wait1_gain", "within_budget", "cap_min_step", "scaling", "performance"]
     for e in o.extensions:
@@ -122,7 +124,7 @@ def budget_forcing(agent, config, options: BudgetForcingOptions) -> Measured:
     samples: dict[str, list[float]] = {}
     within = [[] for _ in problems]
     for c in options.caps:
-        for kind, prompts, reps in (("greedy", once, 1), ("sampled", many, k)):
+        for kind, prompts, reps in (("greedy", once, 1), ("sampled", many, k))[:2 if options.sampled_curve else 1]:
             texts = _decode(model, prompts, kind == "greedy", options, seed=options.heldout_seed + c, max_thinking=c)
             acc, think = _per_problem(problems, texts, reps)
             samples[f"{kind}_cap{c}"] = acc
@@ -143,7 +145,7 @@ def budget_forcing(agent, config, options: BudgetForcingOptions) -> Measured:
         samples[f"greedy_{name}1"] = acc
         samples[f"greedy_{name}1_gain"] = [a - b for a, b in zip(acc, samples["greedy_natural"])]
     metrics = {name: statistics.fmean(xs) for name, xs in samples.items()}
-    protocol = {**task, "n": options.n, "caps": list(options.caps), "samples": k, "temperature": options.temperature,
+    protocol = {**task, "n": options.n, "caps": list(options.caps), "samples": k, "sampled_curve": options.sampled_curve, "temperature": options.temperature,
                 "top_p": options.top_p, "extensions": list(options.extensions), "waits": list(options.waits),
                 "max_new_tokens": options.max_new_tokens, "heldout_seed": options.heldout_seed,
                 "scoring": "a sample is one problem: its accuracy (mean over its draws) under each forcing; the cap "

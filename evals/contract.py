@@ -324,6 +324,15 @@ class VisualChat(Protocol):
 
 
 @runtime_checkable
+class VisualAnswerer(Protocol):
+    """Continues prompts about images greedily (scienceqa): `images[i]` is 3 x H x W in [0, 1], or
+    None for a prompt without an image; the prompts hold '<image>' where the image goes. Returns
+    each completion's text."""
+
+    def answer(self, images: list[torch.Tensor | None], prompts: list[str], max_new_tokens: int) -> list[str]: ...
+
+
+@runtime_checkable
 class Reasoner(Protocol):
     """Answers the prompts of a generated task with its reasoning and an answer (arithmetic_pass):
     `complete` continues each prompt, at `temperature` (0: greedy) with nucleus `top_p`, drawing

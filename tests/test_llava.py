@@ -224,3 +224,58 @@ def test_train_shares_pretrained_parts_and_a_cached_run_equals_a_fresh_one():
     c = L.train(TINY, QuietRun(3))                                      # afresh: the same bits
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
     assert not torch.equal(a.projector.weight, b.projector.weight)      # stage 1 made a difference
+
+
+# -- the full tier's pieces ----------------------------------------------------------------------
+def test_gpt2_weights_map_onto_our_gpt_exactly():
+    """Hugging Face's GPT-2 (its own code, tanh GELU, fused Conv1D attention) and our GPT with the
+    mapped weights give the same logits."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from reproductions.llava import scienceqa as S
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_positions=32, n_layer=2, n_head=2, n_embd=16, bos_token_id=0,
+                                    eos_token_id=0)).eval()
+    ours = S.build_gpt(S.Config(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    ours.load_state_dict(S.gpt2_state_dict({k: v for k, v in hf.transformer.state_dict().items()
+                                            if not k.endswith((".attn.bias", ".attn.masked_bias"))}, 2))
+    x = torch.randint(0, 97, (3, 20))
+    with torch.no_grad():
+        assert torch.allclose(ours(x)[0], hf(x).logits, atol=1e-5)
+
+
+def test_scienceqa_layout_prompts_and_answer_parsing(tmp_path):
+    from evals.tasks import scienceqa as sqa
+
+    root = sqa.write_scienceqa(tmp_path / "sqa")
+    test = sqa.load_scienceqa(root, "test")
+    assert [e.id for e in test] == ["test0", "test1", "test2"]
+    assert test[0].image is not None and test[0].prompt.startswith(sqa.IMAGE) and test[1].image is None
+    assert "Options: (A) cat (B) trout" in test[0].prompt and test[1].target.endswith("The answer is B.")
+    assert sqa.read_image(test[0].image, 24).shape == (3, 24, 24)
+    assert sqa.answer_letter("because fur. The answer is (C).") == "C"
+    assert sqa.answer_letter("The answer is A. no wait, The answer is B.") == "B"
+    assert sqa.answer_letter("no answer") is None
+    with pytest.raises(FileNotFoundError, match="ScienceQA: no file"):
+        sqa.load_scienceqa(tmp_path / "absent", "test")
+
+
+def test_full_tier_encoding_masks_only_the_answer(tmp_path):
+    from reproductions.llava import scienceqa as S
+    from reproductions.llava.stand_ins import TINY_LM, write_tiny_gpt2
+
+    weights, tokenizer, vocab = write_tiny_gpt2(tmp_path)
+    from reproductions.clip.stand_ins import write_tiny_clip
+
+    arch, clip_weights = write_tiny_clip(tmp_path / "clip", 224)
+    model = S.build(S.Config(vision_model=str(arch), vision_checkpoint=str(clip_weights), lm_checkpoint=str(weights),
+                             tokenizer=str(tokenizer), vocab_size=vocab, **TINY_LM))
+    ids, mask = model.encode("<image>\nQuestion: Which?", "The answer is A.")
+    assert ids.count(S.MARKER) == 1 and ids.index(S.MARKER) == len(model.tok.encode(S.HUMAN).ids)
+    answer = model.tok.encode("The answer is A." + S.SEP).ids
+    assert ids[-len(answer):] == answer and mask == [False] * (len(ids) - len(answer)) + [True] * len(answer)
+    x, labels = model.inputs(torch.zeros(1, 3, 224, 224), [ids], [mask])
+    n_visual = model.clip.model.visual.positional_embedding.shape[0] - 1
+    assert x.shape[1] == len(ids) - 1 + n_visual
+    assert labels[0][labels[0] != L.IGNORE].tolist() == answer

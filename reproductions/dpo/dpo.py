@@ -57,7 +57,7 @@ class Config:
     n_head: int = 4
     n_embd: int = 64
     # supervised fine-tuning on reviews (pi_SFT, which is pi_ref)
-    sft_steps: int = 1500
+    sft_steps: int = 600
     sft_batch: int = 64
     sft_lr: float = 1e-3
     # preference pairs: two SFT samples per prompt, labelled by the true reward (ties dropped)
@@ -68,9 +68,9 @@ class Config:
     dpo_batch: int = 64
     dpo_lr: float = 3e-4
     # the reward model (eq. 2): the GPT's trunk from pi_SFT with a scalar head on the last token
-    rm_epochs: int = 2
+    rm_epochs: int = 3
     rm_batch: int = 64
-    rm_lr: float = 3e-4
+    rm_lr: float = 1e-3
     # PPO (eq. 3 with the per-token KL penalty), from pi_SFT on the reward model's score
     ppo_kl_coefs: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.3])
     ppo_iterations: int = 60
@@ -144,7 +144,7 @@ class ScalarHead(nn.Module):
         super().__init__()
         self.gpt = GPT(cfg)
         self.head = nn.Linear(cfg.n_embd, 1)
-        nn.init.zeros_(self.head.weight)
+        nn.init.normal_(self.head.weight, std=1.0 / (cfg.n_embd + 1) ** 0.5)   # TRL's score-head initialisation
         nn.init.zeros_(self.head.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -250,12 +250,16 @@ def training_set(cfg: Config, seed: int) -> list[Example]:
     return random_set(pool, cfg.set_size, pick_gen)
 
 
-def set_batch(cfg: Config, examples: list[Example], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt + completion + end-of-sequence, right-padded (R1's layout): (inputs, targets), the
-    loss on the completion only."""
+def encoded(cfg: Config, examples: list[Example]) -> list[list[int]]:
+    """Each example as prompt + completion + end-of-sequence token ids (R1's layout)."""
     width = arithmetic.prompt_width(cfg.max_operands, cfg.max_operand)
-    rows = [arithmetic.padded_prompt(e.problem, width) + arithmetic.encode(e.completion) + [arithmetic.EOS_ID]
+    return [arithmetic.padded_prompt(e.problem, width) + arithmetic.encode(e.completion) + [arithmetic.EOS_ID]
             for e in examples]
+
+
+def set_batch(cfg: Config, rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoded examples right-padded: (inputs, targets), the loss on the completion only."""
+    width = arithmetic.prompt_width(cfg.max_operands, cfg.max_operand)
     length = max(map(len, rows))
     seqs = torch.full((len(rows), length), arithmetic.PAD_ID, dtype=torch.long)
     targets = torch.full((len(rows), length), IGNORE, dtype=torch.long)
@@ -279,6 +283,7 @@ def train_s1k(cfg: Config, run: RunContext) -> S1Agent:
     agent = build(cfg).to(run.device)
     gpt = agent.gpt
     examples = training_set(cfg, run.seed)
+    rows = encoded(cfg, examples)
     run.log(0, **set_stats(examples, cfg))
     rcfg = r1_config(cfg)
     opt = torch.optim.AdamW(gpt.parameters(), lr=cfg.sft_lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
@@ -294,7 +299,7 @@ def train_s1k(cfg: Config, run: RunContext) -> S1Agent:
         for group in opt.param_groups:
             group["lr"] = r1.lr_at(step, rcfg)
         idx = torch.randint(0, len(examples), (cfg.sft_batch,), generator=data).tolist()
-        x, y = set_batch(cfg, [examples[i] for i in idx], run.device)
+        x, y = set_batch(cfg, [rows[i] for i in idx], run.device)
         loss = F.cross_entropy(gpt(x)[0].flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -325,7 +330,7 @@ def train(cfg: Config, run: RunContext) -> S1Agent:
 def dry_run_step(agent: S1Agent, cfg: Config) -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
     pool = make_pool(Config(**{**cfg.__dict__, "pool_size": 64}), gen)
-    x, y = set_batch(cfg, curate(pool, 4, gen, cfg.length_halving), next(agent.parameters()).device)
+    x, y = set_batch(cfg, encoded(cfg, curate(pool, 4, gen, cfg.length_halving)), next(agent.parameters()).device)
     loss = F.cross_entropy(agent.gpt(x)[0].flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE)
     loss.backward()
     return {"sft_loss": loss.item()}

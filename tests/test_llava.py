@@ -210,18 +210,18 @@ def test_evaluator_scores_exact_answers_and_derives():
     assert derive(result) == pytest.approx(r.metrics)
 
 
-def test_train_shares_pretrained_parts_and_a_cached_run_equals_a_fresh_one():
+def test_train_shares_pretrained_parts_and_a_cached_run_equals_a_fresh_one(tmp_path):
     """As the harness does, torch is seeded with the run's seed before each `train`."""
     L._SHARED.clear()
     torch.manual_seed(3)
-    b = L.train(dataclasses.replace(TINY, stage1=False), QuietRun(3))   # fills the cache
+    b = L.train(dataclasses.replace(TINY, stage1=False), QuietRun(3, folder=tmp_path))   # fills the cache
     assert len(L._SHARED) == 2
     torch.manual_seed(3)
-    a = L.train(TINY, QuietRun(3))                                      # the CLIP tower and the LM from the cache
+    a = L.train(TINY, QuietRun(3, folder=tmp_path))                                      # the CLIP tower and the LM from the cache
     assert len(L._SHARED) == 2 and torch.equal(a.vision.pos_embed, b.vision.pos_embed)
     L._SHARED.clear()
     torch.manual_seed(3)
-    c = L.train(TINY, QuietRun(3))                                      # afresh: the same bits
+    c = L.train(TINY, QuietRun(3, folder=tmp_path))                                      # afresh: the same bits
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
     assert not torch.equal(a.projector.weight, b.projector.weight)      # stage 1 made a difference
 

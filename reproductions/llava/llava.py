@@ -416,7 +416,17 @@ def train(cfg: Config, run) -> LLaVA:
     run_stage(model, stage_data(model, data, tokens, mask, device), params, cfg.stage2_steps, cfg.stage2_batch_size,
               cfg.stage2_lr, cfg, run.seed + 2, logger("stage2"), "stage2")
     model.eval()
+    save_examples(run.dir / "examples.png", cfg)
     return model
+
+
+def save_examples(path, cfg: Config, n: int = 6) -> None:
+    """The first `n` test scenes, 4x enlarged, left to right: the images of the example
+    conversations the `visual_qa` evaluator decodes into the record's protocol."""
+    from torchvision.utils import save_image
+
+    images = vqa.make_visual_qa(n, cfg.image_size, split="test").images
+    save_image(F.interpolate(images, scale_factor=4, mode="nearest"), str(path), nrow=n, padding=2, pad_value=1.0)
 
 
 def dry_run_step(model: LLaVA, cfg: Config) -> dict[str, float]:

@@ -210,6 +210,21 @@ def test_train_fills_every_point_and_the_evaluator_derives_its_metrics(tmp_path)
     assert result.metrics["reference_reward"] == pytest.approx(sum(ref) / len(ref))
 
 
+def test_the_evaluators_kl_range_is_the_one_both_methods_cover():
+    from evals.evaluators.reward_kl_frontier import _metrics
+    points = {-1: (0.0, 0.5), 0: (1.0, 0.7), 1: (6.0, 0.9), 2: (0.5, 0.6), 3: (2.0, 0.8)}
+    methods = ["dpo", "dpo", "ppo", "ppo"]
+    compute = {"dpo_flops": 1.0, "ppo_flops": 4.0, "dpo_cpu_seconds": 1.0, "ppo_cpu_seconds": 2.0}
+    m = _metrics(points, ["a", "b", "c", "d"], methods, ["dpo", "ppo"], compute, None)
+    assert m["kl_max"] == 2.0                           # PPO's largest KL, not DPO's 6
+    assert m["best_reward_dpo"] == 0.7                  # DPO's point at KL 6 lies outside the range
+    # DPO: 0.4 on [1, 2); PPO: 0.2 on [0.5, 2) (its point at kl_max itself covers no budget)
+    assert m["frontier_area_dpo"] == pytest.approx(0.4 / 2) and m["frontier_area_ppo"] == pytest.approx(0.3 / 2)
+    assert m["area_gap"] == pytest.approx(0.05) and m["ahead_share"] == pytest.approx(0.75)
+    assert m["dominates"] == 0.0 and m["compute_ratio"] == 0.25 and m["cpu_time_ratio"] == 0.5
+    assert _metrics(points, ["a", "b", "c", "d"], methods, ["dpo", "ppo"], compute, 6.0)["kl_max"] == 6.0
+
+
 def test_the_evaluators_reference_point_has_zero_kl():
     cfg = D.Config(**TINY)
     agent = D.build(cfg)

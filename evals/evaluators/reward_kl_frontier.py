@@ -27,8 +27,6 @@ A point is the mean reward and mean KL of its completions. With `methods: [a, b]
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,8 +86,8 @@ def _metrics(points: dict[int, tuple[float, float]], names: list[str], methods_o
     for m, pts in per_method.items():
         if not pts:
             raise ValueError(f"reward_kl_frontier: the agent has no checkpoint of method {m!r}")
-    kl_max = kl_max_option or min(max(max(kl for kl, _ in pts) for pts in per_method.values()), math.inf)
-    kl_max = max(kl_max, 1e-6)
+    # the range both methods cover: the smaller of their largest KL (at least a hair above 0)
+    kl_max = kl_max_option or max(min(max(kl for kl, _ in pts) for pts in per_method.values()), 1e-6)
     a, b = methods
     out = {f"frontier_area_{m}": reviews.frontier_area(pts, ref_reward, kl_max) for m, pts in per_method.items()}
     out |= {f"best_reward_{m}": max([r for kl, r in pts if kl <= kl_max], default=ref_reward)

@@ -248,6 +248,20 @@ class ImageSampler(Protocol):
 
 
 @runtime_checkable
+class ClassConditionalSampler(Protocol):
+    """Draws images N x C x H x W in [0, 1] of the given classes (class_conditional): classifier-free
+    guidance at scale `guidance` (1: the conditional model alone), `sampler` "ddim" (`steps` steps)
+    or "ancestral" (all of its T steps); `measured` names what beyond DDIM at scale 1 it is scored on
+    ("guidance": the other scales, "ancestral"), and `training_gflops` what its training spent."""
+
+    num_classes: int
+    measured: tuple[str, ...]
+
+    def sample_classes(self, labels: torch.Tensor, generator: torch.Generator, guidance: float, sampler: str,
+                       steps: int) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class AttentionMeasurements(Protocol):
     """Measured attention costs: bytes and tokens/s per method and sequence length, the kernel's
     largest error against a reference, and how it was measured (attention_cost)."""
@@ -380,16 +394,6 @@ class PreferenceRewardModel(Protocol):
 
 
 @runtime_checkable
-class VideoSegmenter(Protocol):
-    """Segments one object through each of N videos from clicks (j_and_f): frames N x T x C x H x W
-    in [0, 1]; `clicks[i]` maps a frame index of video i to its clicks (row, column, 1 positive /
-    0 negative); returns boolean masks N x T x H x W, frame t predicted from frames and clicks up
-    to t only (streaming, as SAM 2 processes video)."""
-
-    def segment_video(self, frames: torch.Tensor, clicks: list[dict[int, list[tuple[int, int, int]]]]) -> torch.Tensor: ...
-
-
-@runtime_checkable
 class PolicyFamily(Protocol):
     """Language-model policies fine-tuned from one reference model by several methods
     (reward_kl_frontier): `frontier_points()` names each checkpoint ('<method>_<setting>_<step>',
@@ -405,6 +409,16 @@ class PolicyFamily(Protocol):
     def log_probs(self, name: str, tokens: torch.Tensor) -> torch.Tensor: ...
 
     def training_compute(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class VideoSegmenter(Protocol):
+    """Segments one object through each of N videos from clicks (j_and_f): frames N x T x C x H x W
+    in [0, 1]; `clicks[i]` maps a frame index of video i to its clicks (row, column, 1 positive /
+    0 negative); returns boolean masks N x T x H x W, frame t predicted from frames and clicks up
+    to t only (streaming, as SAM 2 processes video)."""
+
+    def segment_video(self, frames: torch.Tensor, clicks: list[dict[int, list[tuple[int, int, int]]]]) -> torch.Tensor: ...
 
 
 @runtime_checkable

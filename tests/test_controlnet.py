@@ -1,0 +1,101 @@
+"""ControlNet's control branch on the LDM U-Net: at initialisation the output is the locked model's
+exactly; the residuals reach the skip connections as a hand-written U-Net forward adds them; the
+zero convolutions still get gradients; the base stays locked; the ablation variants; Canny edges."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from reproductions.controlnet.control import ControlNet, canny_edges, skip_shapes
+from reproductions.ddpm.unet import UNet, timestep_embedding
+from reproductions.ldm.ldm import ClassConditionalUNet
+
+
+def base_unet(seed: int = 0) -> ClassConditionalUNet:
+    torch.manual_seed(seed)
+    net = ClassConditionalUNet(UNet(4, 8, 8, (1, 2), 1, (4,), 0.0, 4), num_classes=6)
+    for p in net.parameters():  # DDPM zero-initialises its output convolutions: make every path count
+        nn.init.normal_(p, std=0.2)
+    return net
+
+
+def inputs(n: int = 2):
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(n, 4, 8, 8, generator=g), torch.tensor([5, 700])[:n], torch.tensor([1, 6])[:n],
+            torch.rand(n, 1, 32, 32, generator=g))
+
+
+@pytest.mark.parametrize("variant", ["full", "lite"])
+def test_at_initialisation_the_output_is_the_locked_models_exactly(variant):
+    base = base_unet()
+    x, t, y, c = inputs()
+    with torch.no_grad():
+        before = base(x, t, y)
+        net = ControlNet(base, 1, 4, variant)
+        assert torch.equal(net(x, t, y, c), before)
+        assert torch.equal(base(x, t, y), before)  # without a control call, the hooks add nothing
+
+
+def test_without_zero_convolutions_the_output_changes_at_initialisation():
+    base = base_unet()
+    x, t, y, c = inputs()
+    with torch.no_grad():
+        before = base(x, t, y)
+        assert not torch.allclose(ControlNet(base, 1, 4, "no_zero")(x, t, y, c), before)
+
+
+def reference_forward(base: ClassConditionalUNet, x, t, y, residuals, mid_residual):
+    """DDPM's U-Net forward written out by hand, with ControlNet's residuals added to each skip
+    connection as the decoder consumes it and to the middle block's output."""
+    u = base.unet
+    temb = u.temb.temb(timestep_embedding(t, u.ch)) + base.label_emb(y)
+    hs = [u.conv_in(x)]
+    h = hs[-1]
+    for level, down in zip(u.down, u.downsample):
+        for res, attn in zip(level.res, level.attn):
+            h = attn(res(h, temb))
+            hs.append(h)
+        if not isinstance(down, nn.Identity):
+            h = down(h)
+            hs.append(h)
+    h = u.mid2(u.mid_attn(u.mid1(h, temb)), temb) + mid_residual
+    hs = [a + r for a, r in zip(hs, residuals)]
+    for level, up in zip(u.up, u.upsample):
+        for res, attn in zip(level.res, level.attn):
+            h = attn(res(torch.cat([h, hs.pop()], dim=1), temb))
+        if not isinstance(up, nn.Identity):
+            h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+    return u.conv_out(F.silu(u.norm_out(h)))
+
+
+def test_residuals_reach_the_skip_connections_as_a_hand_written_forward_adds_them():
+    base = base_unet()
+    net = ControlNet(base, 1, 4, "full")
+    for z in [*net.out_zero, net.mid_zero, net.hint_zero]:  # as if trained: non-zero joins
+        nn.init.normal_(z.weight, std=0.3)
+    x, t, y, c = inputs()
+    with torch.no_grad():
+        residuals, mid = net.control(x, t, y, c)
+        assert [r.shape[1] for r in residuals] == [ch for ch, _ in skip_shapes(base.unet)]
+        torch.testing.assert_close(net(x, t, y, c), reference_forward(base, x, t, y, residuals, mid))
+
+
+def test_zero_convolutions_get_gradients_and_the_base_stays_locked():
+    base = base_unet()
+    net = ControlNet(base, 1, 4, "full")
+    x, t, y, c = inputs()
+    net(x, t, y, c).pow(2).mean().backward()
+    assert all(p.grad is None for p in base.parameters())
+    assert net.out_zero[0].weight.grad.abs().sum() > 0 and net.mid_zero.weight.grad.abs().sum() > 0
+    # the paper's argument: dZ/dW != 0 at W = 0 since the input is not zero; the copy itself gets none yet
+    assert net.hint_zero.weight.grad is not None
+    assert net.trainable_parameters() < sum(p.numel() for p in base.parameters()) + sum(p.numel() for p in net.hint.parameters()) + 10_000
+
+
+def test_canny_edges_of_a_square():
+    img = torch.zeros(1, 3, 32, 32)
+    img[:, :, 8:24, 8:24] = 1.0
+    edges = canny_edges(img)
+    assert edges.shape == (1, 1, 32, 32) and set(edges.unique().tolist()) <= {0.0, 1.0}
+    assert edges[0, 0, 8:24, 7:9].sum() > 10 and edges[0, 0, 14:18, 14:18].sum() == 0

@@ -262,6 +262,20 @@ class ClassConditionalSampler(Protocol):
 
 
 @runtime_checkable
+class ConditionedSampler(Protocol):
+    """A generator steered by a spatial condition (condition_fidelity): `held_out_conditions(n)` gives
+    n held-out (conditions N x 1 x H x W, class labels N, the real images N x C x H x W in [0, 1]
+    they were made from); `sample_conditioned(conditions, labels, generator, steps, control)` draws
+    images N x C x H x W in [0, 1] with the condition (control True) or from the base model alone
+    (control False) from the same noise."""
+
+    def held_out_conditions(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def sample_conditioned(self, conditions: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                           steps: int, control: bool) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class AttentionMeasurements(Protocol):
     """Measured attention costs: bytes and tokens/s per method and sequence length, the kernel's
     largest error against a reference, and how it was measured (attention_cost)."""

@@ -99,3 +99,52 @@ def test_canny_edges_of_a_square():
     edges = canny_edges(img)
     assert edges.shape == (1, 1, 32, 32) and set(edges.unique().tolist()) <= {0.0, 1.0}
     assert edges[0, 0, 8:24, 7:9].sum() > 10 and edges[0, 0, 14:18, 14:18].sum() == 0
+
+
+def test_edge_f1_against_a_pixel_loop():
+    from evals.tasks.edges import edge_f1
+
+    g = torch.Generator().manual_seed(0)
+    p = (torch.rand(3, 1, 9, 9, generator=g) < 0.2).float()
+    r = (torch.rand(3, 1, 9, 9, generator=g) < 0.2).float()
+
+    def near(a, i, j):
+        return any(a[y, x] for y in range(max(0, i - 1), min(9, i + 2)) for x in range(max(0, j - 1), min(9, j + 2)))
+
+    for k in range(3):
+        a, b = p[k, 0], r[k, 0]
+        pts_a = [(i, j) for i in range(9) for j in range(9) if a[i, j]]
+        pts_b = [(i, j) for i in range(9) for j in range(9) if b[i, j]]
+        prec = sum(near(b, i, j) for i, j in pts_a) / len(pts_a)
+        rec = sum(near(a, i, j) for i, j in pts_b) / len(pts_b)
+        assert edge_f1(p, r)[k].item() == pytest.approx(2 * prec * rec / (prec + rec))
+    assert edge_f1(r, r).tolist() == [1.0, 1.0, 1.0]
+    assert edge_f1(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)).item() == 1.0
+
+
+def test_train_save_load_and_the_evaluator(tmp_path):
+    import dataclasses
+
+    from evals.config import resolve
+    from evals.contract import ConditionedSampler, QuietRun
+    from evals.evaluators import EvaluatorSpec, resolve_evaluator
+    from evals.spec import load_spec
+    from reproductions.controlnet import controlnet as cn
+
+    cfg = resolve(load_spec("controlnet"), "smoke", "full", 1).config
+    model = cn.train(cfg, QuietRun(folder=tmp_path))
+    assert isinstance(model, ConditionedSampler) and (tmp_path / "control_samples.png").exists()
+    model.save(tmp_path / "m.safetensors")
+    back = cn.build(cfg).load(tmp_path / "m.safetensors")
+    c, y, _ = back.held_out_conditions(2)
+    torch.testing.assert_close(back.sample_conditioned(c, y, torch.Generator().manual_seed(0), 2, True),
+                               model.sample_conditioned(c, y, torch.Generator().manual_seed(0), 2, True))
+    # at initialisation (no control steps) the controlled sampler is the base sampler exactly
+    fresh = cn.ControlledLDM(dataclasses.replace(cfg, variant="full"), model.ldm)
+    torch.testing.assert_close(fresh.sample_conditioned(c, y, torch.Generator().manual_seed(0), 2, True),
+                               fresh.sample_conditioned(c, y, torch.Generator().manual_seed(0), 2, False), rtol=0, atol=0)
+    ev, opts = resolve_evaluator(EvaluatorSpec(kind="condition_fidelity", num_samples=6, batch_size=6, ddim_steps=2,
+                                               reference_limit=100), "test")
+    res = ev(model, cfg, opts)
+    assert res.metrics["edge_f1_real"] > 0.9  # the conditions are the real images' own edges
+    assert res.metrics["edge_f1"] == pytest.approx(sum(res.samples["edge_f1"]) / 6)

@@ -210,15 +210,38 @@ def test_generation_is_deterministic_cached_and_leaves_the_random_streams_alone(
     assert D.ensure(D.Generation(**TINY_GEN), tmp_path / "a") == a and (a / "provenance.json").stat().st_mtime_ns == mtime
 
 
-def test_conditioned_return_derive_recomputes_the_correlation_and_means():
+def test_conditioned_return_derive_recomputes_the_means_correlation_and_slope():
     _load_builtin()
-    from evals.evaluators.conditioned_return import derive, pearson
+    from evals.evaluators.conditioned_return import derive, pearson, slope
     from evals.record import EvalResult
-    x, y = [0.0, 0.0, 50.0, 50.0, 100.0, 100.0], [10.0, 20.0, 40.0, 60.0, 80.0, 70.0]
+    x, y = [0.0, 50.0, 100.0, 12.5], [10.0, 45.0, 80.0, 20.0]
     assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-12)
+    assert slope(x, y) == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-12)
+    samples = {"return": [1.0, 2.0], "achieved_score_t0": [10.0, 20.0], "achieved_score_t50": [40.0, 60.0],
+               "achieved_score_t100": [70.0, 80.0]}
     res = EvalResult(evaluator="conditioned_return", version=REGISTRY["conditioned_return"].version, metrics={},
-                     samples={"sweep_target_score": x, "sweep_achieved_score": y})
+                     samples=samples)
     out = derived_metrics(res)
     assert out == derive(res)
-    assert out["target_corr"] == pytest.approx(np.corrcoef([0, 50, 100], [15, 50, 75])[0, 1], rel=1e-12)
     assert out["achieved_score_t50"] == pytest.approx(50.0) and out["achieved_score_t100"] == pytest.approx(75.0)
+    assert out["target_corr"] == pytest.approx(np.corrcoef([0, 50, 100], [15, 50, 75])[0, 1], rel=1e-12)
+    assert out["target_slope"] == pytest.approx(0.6, rel=1e-12)
+    # a flat curve with a tiny rise correlates perfectly; the slope says it does not track
+    flat = derive(EvalResult(evaluator="conditioned_return", version=2, metrics={},
+                             samples={"achieved_score_t0": [30.0], "achieved_score_t100": [30.5]}))
+    assert flat["target_corr"] == pytest.approx(1.0) and flat["target_slope"] == pytest.approx(0.005)
+
+
+def test_conditioned_return_keeps_one_sample_per_episode_seed_and_skips_the_sweep_for_bc():
+    _load_builtin()
+    ev = REGISTRY["conditioned_return"]
+    opts = ev.options.model_validate({"episodes": 2, "sweep_scores": [0, 100], "max_episode_steps": 5})
+    for method in ("dt", "bc"):
+        cfg = Config(env_id="Pendulum-v1", method=method, context=3, n_layer=1, n_embd=8)
+        agent = build(cfg)
+        agent.refs.copy_(torch.tensor([-1000.0, -100.0], dtype=torch.float64))
+        res = ev(agent, cfg, opts)
+        assert all(len(v) == 2 for v in res.samples.values())
+        assert ("target_corr" in res.metrics) == (method == "dt")
+        if method == "dt":
+            assert res.metrics == pytest.approx(res.metrics | derived_metrics(res))

@@ -10,10 +10,12 @@ decrements its return-to-go by it).
   raw return or its `target_score`: 100 is the expert reference's return; the paper conditions
   each task on one fixed return); the score is
   D4RL's 100 (R - R_random) / (R_expert - R_random) with the agent's own `reference_returns`.
-- with `sweep_scores` (conditioned agents only): `sweep_episodes` episodes at each target score x
-  (the same reset seeds at every x), `achieved_score_t{x}` their mean normalised score, and
-  `target_corr` the Pearson correlation of the target scores and those means (the curve of the
-  paper's Figure 4; `derive` recomputes both from the per-episode samples).
+- with `sweep_scores` (conditioned agents only): the same `episodes` reset seeds at each target
+  score x, `achieved_score_t{x}` their mean normalised score (the curve of the paper's Figure 4),
+  `target_corr` the Pearson correlation of the target scores and those means, and `target_slope`
+  the least-squares slope of the means on the targets (a correlation is blind to scale: a flat
+  curve with a tiny rise correlates as well as the diagonal); `derive` recomputes all three from
+  the per-episode samples. Every sample list holds one value per episode seed.
 The agent's `data_provenance` (which agent made the data, its steps, its sha256) is copied into
 the protocol.
 """
@@ -35,14 +37,13 @@ class ConditionedReturnOptions(BaseModel):
     episodes: int = Field(10, ge=1)
     target_score: float | None = None  # None: the run's config's `target_score` (100 if it has none)
     sweep_scores: list[float] = Field(default_factory=list)
-    sweep_episodes: int = Field(5, ge=1)
     seed_base: int = 4_000_000
     max_episode_steps: int | None = Field(None, ge=1)  # None: the env's own time limit (a dry run's budget sets it)
 
 
 def tiny(options: ConditionedReturnOptions) -> ConditionedReturnOptions:
     """A dry run's budget: one episode (and one per swept target) of at most 20 steps."""
-    return shrunk(options, episodes=1, sweep_episodes=1, max_episode_steps=20)
+    return shrunk(options, episodes=1, max_episode_steps=20)
 
 
 def _x(score: float) -> str:
@@ -52,7 +53,7 @@ def _x(score: float) -> str:
 def _names(o: ConditionedReturnOptions) -> list[str]:
     names = ["return", "normalized_score", "episode_length"]
     if o.sweep_scores:
-        names += ["target_corr"] + [f"achieved_score_t{_x(s)}" for s in o.sweep_scores]
+        names += ["target_corr", "target_slope"] + [f"achieved_score_t{_x(s)}" for s in o.sweep_scores]
     return names
 
 
@@ -63,16 +64,22 @@ def pearson(x: list[float], y: list[float]) -> float:
     return float((dx * dy).sum() / denom) if denom > 0 else 0.0
 
 
+def slope(x: list[float], y: list[float]) -> float:
+    """The least-squares slope of y on x."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    dx = x - x.mean()
+    return float((dx * (y - y.mean())).sum() / (dx * dx).sum())
+
+
 def derive(result: EvalResult) -> dict[str, float]:
     s = result.samples
-    out: dict[str, float] = {}
-    if "sweep_target_score" in s:
-        targets = sorted(set(s["sweep_target_score"]))
-        means = [float(np.mean([a for x, a in zip(s["sweep_target_score"], s["sweep_achieved_score"]) if x == t]))
-                 for t in targets]
-        out |= {f"achieved_score_t{_x(t)}": m for t, m in zip(targets, means)}
-        out["target_corr"] = pearson(targets, means)
-    return out
+    swept = sorted((float(k[len("achieved_score_t"):]), k) for k in s if k.startswith("achieved_score_t"))
+    if len(swept) < 2:
+        return {}
+    targets = [t for t, _ in swept]
+    means = [float(np.mean(s[k])) for _, k in swept]
+    return {k: m for (_, k), m in zip(swept, means)} | {"target_corr": pearson(targets, means),
+                                                          "target_slope": slope(targets, means)}
 
 
 def _episode(env: gym.Env, policy, seed: int) -> tuple[float, int]:
@@ -87,7 +94,7 @@ def _episode(env: gym.Env, policy, seed: int) -> tuple[float, int]:
     return total, steps
 
 
-@register("conditioned_return", version=1, options=ConditionedReturnOptions, metric_names=_names, derive=derive,
+@register("conditioned_return", version=2, options=ConditionedReturnOptions, metric_names=_names, derive=derive,
           tiny=tiny)
 def conditioned_return(agent, config, options: ConditionedReturnOptions) -> Measured:
     actor = capability(agent, ReturnConditionedActor, "conditioned_return")
@@ -106,18 +113,15 @@ def conditioned_return(agent, config, options: ConditionedReturnOptions) -> Meas
     env = make_env(config.env_id, **({"max_episode_steps": options.max_episode_steps} if options.max_episode_steps else {}))
     seeds = [options.seed_base + i for i in range(options.episodes)]
     returns, lengths = [], []
-    sweep_t, sweep_a = [], []
+    sweep: dict[float, list[float]] = {}
     try:
         for seed in seeds:
             r, n = _episode(env, actor.begin_episode(target(goal)), seed)
             returns.append(r)
             lengths.append(float(n))
         if options.sweep_scores and actor.conditioned:
-            for s in options.sweep_scores:
-                for seed in [options.seed_base + i for i in range(options.sweep_episodes)]:
-                    r, _ = _episode(env, actor.begin_episode(target(s)), seed)
-                    sweep_t.append(float(s))
-                    sweep_a.append(score(r))
+            for x in options.sweep_scores:
+                sweep[x] = [score(_episode(env, actor.begin_episode(target(x)), seed)[0]) for seed in seeds]
     finally:
         env.close()
     scores = [score(r) for r in returns]
@@ -136,11 +140,10 @@ def conditioned_return(agent, config, options: ConditionedReturnOptions) -> Meas
         if not actor.conditioned:
             protocol["target_sweep"] = "not run: the agent ignores the target return"
         else:
-            samples |= {"sweep_target_score": sweep_t, "sweep_achieved_score": sweep_a}
-            metrics |= derive(EvalResult(evaluator="conditioned_return", version=1, metrics={}, samples=samples,
+            samples |= {f"achieved_score_t{_x(x)}": v for x, v in sweep.items()}
+            metrics |= derive(EvalResult(evaluator="conditioned_return", version=2, metrics={}, samples=samples,
                                          protocol={}))
-            for s in options.sweep_scores:
-                samples[f"achieved_score_t{_x(s)}"] = [a for t, a in zip(sweep_t, sweep_a) if t == float(s)]
-            protocol["target_sweep"] = (f"{options.sweep_episodes} episodes per target score {options.sweep_scores}; "
-                                        "target_corr: Pearson correlation of the target scores and the mean achieved scores")
+            protocol["target_sweep"] = (f"the {options.episodes} reset seeds at each target score {options.sweep_scores}; "
+                                        "target_corr: Pearson correlation of the target scores and the mean achieved "
+                                        "scores; target_slope: least-squares slope of those means on the targets")
     return Measured(metrics=metrics, samples=samples, protocol=protocol)

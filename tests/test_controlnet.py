@@ -147,4 +147,7 @@ def test_train_save_load_and_the_evaluator(tmp_path):
                                                reference_limit=100), "test")
     res = ev(model, cfg, opts)
     assert res.metrics["edge_f1_real"] > 0.9  # the conditions are the real images' own edges
-    assert res.metrics["edge_f1"] == pytest.approx(sum(res.samples["edge_f1"]) / 6)
+    import statistics
+
+    for key in ("edge_f1", "edge_f1_base", "edge_f1_real"):  # exactly, as repro verify checks
+        assert res.metrics[key] == statistics.fmean(res.samples[key]), key

@@ -184,4 +184,7 @@ def test_class_conditional_evaluator_on_a_tiny_model(tmp_path):
         assert np.isfinite(m[key]), key
     assert m["class_acc_real"] > 0.9  # the classifier knows real shapes
     assert m["time_ratio_ancestral"] > 1.0  # T = 100 steps against 2
-    assert m["class_acc_g1"] == pytest.approx(np.mean(res.samples["class_acc_g1"]))
+    import statistics
+
+    for key in ("class_acc_g1", "class_acc_g3", "class_acc_ancestral", "class_acc_real"):  # exactly, as repro verify checks
+        assert m[key] == statistics.fmean(res.samples[key]), key

@@ -26,6 +26,7 @@ Protocol:
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 from typing import Literal
@@ -185,7 +186,7 @@ def stand_in(options: ClassConditionalOptions, folder) -> tuple[ClassConditional
     return options.model_copy(update={"extractor": changed.extractor, "inception_weights": changed.inception_weights}), missing
 
 
-@register("class_conditional", version=1, options=ClassConditionalOptions, metric_names=_names, tiny=tiny, stand_in=stand_in)
+@register("class_conditional", version=2, options=ClassConditionalOptions, metric_names=_names, tiny=tiny, stand_in=stand_in)
 def class_conditional(agent, config, options: ClassConditionalOptions) -> Measured:
     from evals import feature_extractors as fx
     from evals.evaluators.fid import noise_like, to_uint8_rgb
@@ -239,12 +240,12 @@ def class_conditional(agent, config, options: ClassConditionalOptions) -> Measur
         clf = shapes_classifier()
         with torch.no_grad():
             for name, (images, _) in settings.items():
-                correct = (clf(images.float() / 255.0).argmax(1) == labels).float()
-                samples[f"class_acc_{name}"] = correct.tolist()
-                metrics[f"class_acc_{name}"] = correct.mean().item()
-            correct = (clf(heldout.float() / 255.0).argmax(1) == held_labels).float()
-        samples["class_acc_real"] = correct.tolist()
-        metrics["class_acc_real"] = correct.mean().item()
+                correct = (clf(images.float() / 255.0).argmax(1) == labels).float().tolist()
+                samples[f"class_acc_{name}"] = correct
+                metrics[f"class_acc_{name}"] = statistics.fmean(correct)  # the mean of the samples, in float64
+            correct = (clf(heldout.float() / 255.0).argmax(1) == held_labels).float().tolist()
+        samples["class_acc_real"] = correct
+        metrics["class_acc_real"] = statistics.fmean(correct)
         protocol["classifier"] = f"shapes-cnn, sha256 {fx.sha256_file(SHAPES_CLASSIFIER)}"
     metrics["train_gflops"] = float(getattr(sampler, "training_gflops", float("nan")))
     return Measured(metrics=metrics, samples=samples, protocol=protocol)

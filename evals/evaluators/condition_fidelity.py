@@ -10,6 +10,7 @@ Metrics: `edge_f1` (controlled), `edge_f1_base` (the base model, the uncondition
 
 from __future__ import annotations
 
+import statistics
 from typing import Literal
 
 import torch
@@ -62,7 +63,7 @@ def condition_fidelity(agent, config, options: ConditionFidelityOptions) -> Meas
     size = controlled.shape[-1]
     reference, _ = _real(options.dataset, "train", size, None, options.reference_limit, options.seed)
     ref = feats.stats(reference)
-    metrics = {k: v.mean().item() for k, v in f1.items()}
+    metrics = {k: statistics.fmean(v.tolist()) for k, v in f1.items()}  # the mean of the samples, in float64
     metrics |= {"fid_control": feats.fid(feats.stats(controlled), ref), "fid_base": feats.fid(feats.stats(base), ref),
                 "fid_real_floor": feats.fid(feats.stats(to_uint8_rgb(real)), ref)}
     return Measured(metrics=metrics, samples={k: v.tolist() for k, v in f1.items()}, protocol={

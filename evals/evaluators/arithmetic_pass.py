@@ -83,18 +83,35 @@ def derive(result: EvalResult) -> dict[str, float]:
     return {"think_length_ratio": statistics.fmean(s["think_length"]) / statistics.fmean(s["start_think_length"])}
 
 
+def without_task(config) -> Measured | None:
+    """Why a run is not scored, where its config has no arithmetic task (None where it has one)."""
+    missing = [f for f in TASK_FIELDS if not hasattr(config, f)]
+    if missing:
+        return Measured(metrics={}, protocol={"not_scored": f"the run's config has no arithmetic task ({', '.join(missing)})"})
+    return None
+
+
+def task_settings(config) -> dict:
+    """The run's arithmetic task settings, as its config gives them."""
+    return {f: getattr(config, f) for f in TASK_FIELDS}
+
+
+def held_out_problems(task: dict, n: int, seed: int) -> list:
+    """n problems of the task, drawn with the held-out seed (never those it trained on)."""
+    return arithmetic.sample_problems(n, torch.Generator().manual_seed(seed), **task)
+
+
 def tiny(options: ArithmeticPassOptions) -> ArithmeticPassOptions:
     return shrunk(options, n=4, samples=2)
 
 
 @register("arithmetic_pass", version=1, options=ArithmeticPassOptions, metric_names=_names, derive=derive, tiny=tiny)
 def arithmetic_pass(agent, config, options: ArithmeticPassOptions) -> Measured:
-    missing = [f for f in TASK_FIELDS if not hasattr(config, f)]
-    if missing:
-        return Measured(metrics={}, protocol={"not_scored": f"the run's config has no arithmetic task ({', '.join(missing)})"})
+    if (unscored := without_task(config)) is not None:
+        return unscored
     model = capability(agent, Reasoner, "arithmetic_pass")
-    task = {f: getattr(config, f) for f in TASK_FIELDS}
-    problems = arithmetic.sample_problems(options.n, torch.Generator().manual_seed(options.heldout_seed), **task)
+    task = task_settings(config)
+    problems = held_out_problems(task, options.n, options.heldout_seed)
     samples = score(model, problems, options)
     start = model.starting_point()
     if start is not None:

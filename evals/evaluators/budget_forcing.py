@@ -38,10 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evals.contract import BudgetForcedReasoner, capability
 from evals.evaluators import Measured, register, shrunk
+from evals.evaluators.arithmetic_pass import held_out_problems, task_settings, without_task
 from evals.record import EvalResult
 from evals.tasks import arithmetic
 
-TASK_FIELDS = ("min_operands", "max_operands", "max_operand")
 
 
 class BudgetForcingOptions(BaseModel):
@@ -112,12 +112,11 @@ def tiny(options: BudgetForcingOptions) -> BudgetForcingOptions:
 
 @register("budget_forcing", version=1, options=BudgetForcingOptions, metric_names=_names, derive=derive, tiny=tiny)
 def budget_forcing(agent, config, options: BudgetForcingOptions) -> Measured:
-    missing = [f for f in TASK_FIELDS if not hasattr(config, f)]
-    if missing:
-        return Measured(metrics={}, protocol={"not_scored": f"the run's config has no arithmetic task ({', '.join(missing)})"})
+    if (unscored := without_task(config)) is not None:
+        return unscored
     model = capability(agent, BudgetForcedReasoner, "budget_forcing")
-    task = {f: getattr(config, f) for f in TASK_FIELDS}
-    problems = arithmetic.sample_problems(options.n, torch.Generator().manual_seed(options.heldout_seed), **task)
+    task = task_settings(config)
+    problems = held_out_problems(task, options.n, options.heldout_seed)
     k = options.samples
     once = [p.prompt for p in problems]
     many = [p.prompt for p in problems for _ in range(k)]

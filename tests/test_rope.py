@@ -7,6 +7,7 @@ import torch
 from reproductions.rope import Config, build
 from reproductions.rope.rope import RotaryPositions, apply_rotary, rotary_frequencies
 from reproductions.transformer.gpt import GPT, GPTConfig
+from reproductions.transformer.layers import sinusoidal_table
 
 CFG = GPTConfig(vocab_size=40, block_size=64, n_layer=2, n_head=2, n_embd=32)
 
@@ -52,3 +53,18 @@ def test_rope_module_builds_every_arm():
         assert model(torch.zeros(1, 16, dtype=torch.long))[0].shape == (1, 16, 256)
     rope = build(Config(n_layer=1, n_head=2, n_embd=16, block_size=16))
     assert isinstance(rope.gpt.position, RotaryPositions) and not list(rope.gpt.position.parameters())
+
+
+def test_sinusoidal_baseline_keeps_the_transformers_relative_scale():
+    """§3.4-3.5 of the Transformer: unit-scale token embeddings (d^-1/2 init times sqrt(d)) beside
+    sinusoids of RMS 1/sqrt(2). The rope tier's sinusoidal arm keeps that ratio against the GPT's own
+    token embeddings, measured on a built model; the GPT's unscaled table is about 35x too large."""
+    torch.manual_seed(3)
+    cfg = Config(n_layer=1, n_head=4, n_embd=128, block_size=128, position="sinusoidal")
+    gpt = build(cfg).gpt
+    rms = lambda t: t.pow(2).mean().sqrt().item()  # noqa: E731
+    table = gpt.position.embed(torch.zeros(cfg.block_size, cfg.n_embd), torch.arange(cfg.block_size))
+    assert rms(table) / rms(gpt.wte.weight) == pytest.approx(2 ** -0.5, rel=0.05)
+    unscaled = sinusoidal_table(cfg.block_size, cfg.n_embd)
+    assert rms(unscaled) / rms(gpt.wte.weight) > 30
+    torch.testing.assert_close(table, 0.02 * unscaled)

@@ -10,6 +10,14 @@ the GPT in `reproductions/transformer/gpt.py`.
 
 Only queries and keys are rotated (values are not), inside every attention layer; nothing is added
 to the token embeddings.
+
+The sinusoidal baseline (`TransformerSinusoids`) adds the Transformer's sinusoids (its §3.5) at the
+scale they have there relative to the token embeddings (its §3.4): the embeddings are multiplied by
+sqrt(d_model), and with the reference implementation's initialisation (std d_model^-1/2) that makes
+their entries of unit scale, while a sinusoid's entries have a root mean square of 1/sqrt(2). The
+GPT initialises its token embeddings at std 0.02 and does not scale them, so the table is scaled by
+0.02 to keep that ratio; unscaled (the GPT's `SinusoidalPositions`), a table of norm sqrt(d/2) would
+drown token embeddings of norm about 0.02 sqrt(d).
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ import torch
 
 from reproductions.transformer import lm
 from reproductions.transformer.gpt import GPTConfig, PositionalScheme
+from reproductions.transformer.layers import sinusoidal_table
+
+GPT_EMBEDDING_STD = 0.02  # the GPT's initialisation of its token embeddings (`GPT._init`)
 
 
 def rotary_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -54,10 +65,22 @@ class RotaryPositions(PositionalScheme):
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
 
+class TransformerSinusoids(PositionalScheme):
+    """The Transformer's sinusoids, added to the embeddings at the paper's relative scale (above)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.register_buffer("pe", GPT_EMBEDDING_STD * sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
+
+    def embed(self, x, positions):
+        return x + self.pe[positions]
+
+
 @dataclass
 class Config(lm.Config):
     """The GPT of `transformer/lm.py` (built and trained by its `build` and `train`), whose
-    positional schemes gain rotary embeddings, the default here."""
+    positional schemes gain rotary embeddings, the default here, and whose sinusoids are the
+    Transformer's at its relative scale."""
 
-    positions: ClassVar[dict] = {**lm.POSITIONS, "rope": RotaryPositions}
+    positions: ClassVar[dict] = {**lm.POSITIONS, "rope": RotaryPositions, "sinusoidal": TransformerSinusoids}
     position: str = "rope"

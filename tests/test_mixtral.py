@@ -53,3 +53,22 @@ def test_dense_arm_has_the_moe_arms_active_parameters():
     assert all(m.expert_counts.sum() == 0 for m in moe.moe_layers()) and dense.statistics() == {}
     with pytest.raises(ValueError, match="ffn"):
         build(Config(ffn="sparse"))
+
+
+def test_routing_is_computed_wide_and_breaks_ties_to_the_lower_expert():
+    """Issue 12: routing must not hang on a last-bit difference. The router logits are float64, and
+    two experts with identical router rows tie on every token: the lower index wins, in any order."""
+    torch.manual_seed(4)
+    moe = SparseMoE(16, 8, n_experts=6, top_k=2)
+    with torch.no_grad():
+        moe.gate.weight[5] = moe.gate.weight[2]
+        moe.gate.weight[2] *= 1e3  # experts 2 and 5 are each token's top two or bottom two...
+        moe.gate.weight[5] = moe.gate.weight[2]  # ...and tie exactly
+    x = torch.randn(40, 16)
+    logits, gates, selected = moe.route(x)
+    assert logits.dtype == torch.float64 and gates.dtype == torch.float32
+    top = logits.argmax(-1)
+    for token in range(40):
+        if top[token] in (2, 5):  # the tie is at the top: 2 first, then 5
+            assert selected[token].tolist() == [2, 5]
+    assert (top == 2).any()

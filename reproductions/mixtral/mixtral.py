@@ -5,8 +5,10 @@ parameters (hidden size top_k * expert_hidden), trained on the same tokens."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from reproductions.mixtral.moe import SparseMoE, SwiGLU
 from reproductions.transformer import lm
@@ -15,10 +17,10 @@ from reproductions.transformer import lm
 @dataclass
 class Config(lm.Config):
     ffn: str = "moe"               # moe | dense (SwiGLU of hidden top_k * expert_hidden)
-    n_experts: int = 8
-    top_k: int = 2
-    expert_hidden: int = 128
-    aux_loss_coef: float = 0.01    # weight of the load-balancing loss (Switch Transformer's alpha)
+    n_experts: Annotated[int, Field(gt=0)] = 8
+    top_k: Annotated[int, Field(gt=0)] = 2
+    expert_hidden: Annotated[int, Field(gt=0)] = 128
+    aux_loss_coef: Annotated[float, Field(ge=0)] = 0.01  # weight of the load-balancing loss (Switch Transformer's alpha)
 
 
 class MoELanguageModel(lm.LanguageModel):

@@ -12,6 +12,11 @@ Transformer, Fedus et al. 2021, eq. 4-6; the load-balancing term of the public M
 auxiliary loss n * sum_i f_i * P_i pushes routing towards uniform: f_i is the share of the
 token-slots routed to expert i, P_i the mean router probability (softmax over all n logits) of
 expert i. It equals 1 when routing is uniform.
+
+Routing is a discrete choice, so a last-bit difference in the router logits (another CPU's matmul
+kernel, another summation order) can flip which experts a token reaches and send two runs of the
+same code apart. The router logits are therefore computed in float64 (float32 on Apple's MPS, which
+has no float64), and the top K are taken by a stable sort, so a tie goes to the lower expert index.
 """
 
 from __future__ import annotations
@@ -54,10 +59,13 @@ class SparseMoE(nn.Module):
         self.register_buffer("expert_counts", torch.zeros(n_experts, dtype=torch.long), persistent=False)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(router_logits, gates, selected): eq. (2) for tokens x of shape (tokens, d_model)."""
-        router_logits = self.gate(x)
-        top_logits, selected = router_logits.topk(self.top_k, dim=-1)
-        return router_logits, torch.softmax(top_logits, dim=-1), selected
+        """(router_logits, gates, selected): eq. (2) for tokens x of shape (tokens, d_model), with
+        float64 router logits and ties to the lower expert index (see above)."""
+        wide = torch.float32 if x.device.type == "mps" else torch.float64
+        router_logits = F.linear(x.to(wide), self.gate.weight.to(wide))
+        selected = router_logits.argsort(dim=-1, descending=True, stable=True)[:, : self.top_k]
+        gates = torch.softmax(router_logits.gather(-1, selected), dim=-1)
+        return router_logits, gates.to(x.dtype), selected
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -68,6 +76,6 @@ class SparseMoE(nn.Module):
             token, slot = (selected == i).nonzero(as_tuple=True)
             if token.numel():
                 y.index_add_(0, token, gates[token, slot, None] * expert(x[token]))
-        self.aux_loss = load_balancing_loss(router_logits, selected, self.n_experts)
+        self.aux_loss = load_balancing_loss(router_logits, selected, self.n_experts).to(x.dtype)
         self.expert_counts += torch.bincount(selected.flatten(), minlength=self.n_experts)
         return y.reshape(shape)

@@ -60,11 +60,16 @@ class Reference(Strict):
     setting: dict[str, Any] = Field(default_factory=dict)
 
 
-# A term is `metric[arm]`, optionally scaled (`0.8 * steps[adamw]`), or a plain number.
+# A term is `metric[arm]`, optionally scaled (`0.8 * steps[adamw]`), a plain number, or the
+# difference of two metrics in parentheses (`(accuracy[resnet_1k] - accuracy[vit_1k])`): the
+# per-seed difference, so that two differences compare paired over seeds.
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _TERM = rf"(?:(?P<{{p}}scale>{_NUMBER})\s*\*\s*)?(?P<{{p}}metric>[A-Za-z_][\w.]*)\[(?P<{{p}}arm>[\w.-]+)\]|(?P<{{p}}const>{_NUMBER})"
+_DIFF = (r"\(\s*(?P<{p}dmetric>[A-Za-z_][\w.]*)\[(?P<{p}darm>[\w.-]+)\]\s*-\s*"
+         r"(?P<{p}mmetric>[A-Za-z_][\w.]*)\[(?P<{p}marm>[\w.-]+)\]\s*\)")
+_SIDE = rf"(?:{_DIFF}|{_TERM})"
 _EXPR = re.compile(
-    rf"^\s*(?:{_TERM.format(p='l')})\s*(?P<op>>=|<=|>|<)\s*(?:{_TERM.format(p='r')})\s*$"
+    rf"^\s*{_SIDE.format(p='l')}\s*(?P<op>>=|<=|>|<)\s*{_SIDE.format(p='r')}\s*$"
 )
 
 
@@ -73,10 +78,20 @@ class Term(Strict):
     arm: str | None = None
     scale: float = 1.0
     const: float | None = None
+    minus_metric: str | None = None   # a difference: (metric[arm] - minus_metric[minus_arm])
+    minus_arm: str | None = None
+
+    def reads(self) -> list[tuple[str, str]]:
+        """The (metric, arm) pairs the term reads."""
+        if self.const is not None:
+            return []
+        return [(self.metric, self.arm)] + ([(self.minus_metric, self.minus_arm)] if self.minus_arm is not None else [])
 
     def __str__(self) -> str:
         if self.const is not None:
             return f"{self.const:g}"
+        if self.minus_arm is not None:
+            return f"({self.metric}[{self.arm}] - {self.minus_metric}[{self.minus_arm}])"
         prefix = "" if self.scale == 1.0 else f"{self.scale:g} * "
         return f"{prefix}{self.metric}[{self.arm}]"
 
@@ -86,10 +101,14 @@ def parse_expr(expr: str) -> tuple[Term, str, Term]:
     if not m:
         raise ValueError(
             f"cannot parse target {expr!r}: expected 'metric[arm] OP number' or "
-            "'metric[arm] OP [k *] metric[arm]' with OP one of >=, <=, >, <"
+            "'metric[arm] OP [k *] metric[arm]' with OP one of >=, <=, >, < (either side may also be "
+            "a difference '(metric[arm] - metric[arm])')"
         )
 
     def term(p: str) -> Term:
+        if m.group(f"{p}dmetric") is not None:
+            return Term(metric=m.group(f"{p}dmetric"), arm=m.group(f"{p}darm"),
+                        minus_metric=m.group(f"{p}mmetric"), minus_arm=m.group(f"{p}marm"))
         if m.group(f"{p}const") is not None:
             return Term(const=float(m.group(f"{p}const")))
         scale = m.group(f"{p}scale")
@@ -97,7 +116,7 @@ def parse_expr(expr: str) -> tuple[Term, str, Term]:
 
     lhs, rhs = term("l"), term("r")
     if lhs.const is not None:
-        raise ValueError(f"target {expr!r}: the left side must be metric[arm]")
+        raise ValueError(f"target {expr!r}: the left side must be metric[arm] or a difference of two")
     return lhs, m.group("op"), rhs
 
 
@@ -128,7 +147,7 @@ class Target(Strict):
 
     def arms(self) -> set[str]:
         lhs, _, rhs = self.parsed
-        return {t.arm for t in (lhs, rhs) if t.arm is not None}
+        return {arm for t in (lhs, rhs) for _, arm in t.reads()}
 
 
 class Superseded(Strict):
@@ -316,7 +335,8 @@ def load_spec_file(path: Path) -> Spec:
 def check_metric_names(tier: Tier, where: str) -> None:
     """Each metric a target or a sweep names is one that an evaluator of the tier reports."""
     evaluators = [resolve_evaluator(e, f"{where}.evaluators[{i}]'") for i, e in enumerate(tier.evaluators)]
-    named = [(f"targets[{i}]", term.metric) for i, t in enumerate(tier.targets) for term in t.parsed[::2] if term.metric]
+    named = [(f"targets[{i}]", metric) for i, t in enumerate(tier.targets) for term in t.parsed[::2]
+             for metric, _ in term.reads()]
     named += [(f"sweeps[{i}].metrics", m) for i, s in enumerate(tier.sweeps) for m in s.named_metrics()]
     for field_, metric in named:
         if not any(ev.reports(metric, options) for ev, options in evaluators):

@@ -57,18 +57,21 @@ def _side(term: Term, values: dict[tuple[str, str], dict[int, float]], seeds: li
     if term.const is not None:
         return np.full(len(seeds), term.const)
     per_seed = values[(term.metric, term.arm)]
-    return term.scale * np.array([per_seed[s] for s in seeds])
+    side = term.scale * np.array([per_seed[s] for s in seeds])
+    if term.minus_arm is not None:  # a difference of two metrics, seed by seed
+        side = side - np.array([values[(term.minus_metric, term.minus_arm)][s] for s in seeds])
+    return side
 
 
 def check_target(target: Target, values: dict[tuple[str, str], dict[int, float]], required_seeds: int) -> TargetResult:
     """`values[(metric, arm)][seed]` holds each ok run's metric. Seeds count only where every arm
     the target names has an ok run (pairs across arms share the seed)."""
     lhs, op, rhs = target.parsed
-    terms = [t for t in (lhs, rhs) if t.const is None]
-    missing = [f"{t.metric}[{t.arm}]" for t in terms if (t.metric, t.arm) not in values]
+    reads = list(dict.fromkeys(lhs.reads() + rhs.reads()))
+    missing = [f"{metric}[{arm}]" for metric, arm in reads if (metric, arm) not in values]
     if missing:
         return TargetResult(target.expr, target.test, False, f"no ok runs report {', '.join(missing)}", 0)
-    seeds = sorted(set.intersection(*(set(values[(t.metric, t.arm)]) for t in terms)))
+    seeds = sorted(set.intersection(*(set(values[key]) for key in reads)))
     if len(seeds) < required_seeds:
         return TargetResult(target.expr, target.test, False,
                             f"{len(seeds)} ok seed(s), the spec needs {required_seeds}", len(seeds))

@@ -66,7 +66,7 @@ def _own_target_checks(paper: str, tier: str, arm: str, metrics: dict[str, float
     checks = []
     for t in get_tier(load_spec(paper), tier).targets:
         lhs, op, rhs = t.parsed
-        if lhs.arm == arm and rhs.const is not None and lhs.metric in metrics:
+        if lhs.arm == arm and lhs.minus_arm is None and rhs.const is not None and lhs.metric in metrics:
             value = lhs.scale * metrics[lhs.metric]
             checks.append(TargetCheck(expr=t.expr, value=value, met=bool(OPS[op](value, rhs.const))))
     return checks

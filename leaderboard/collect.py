@@ -197,16 +197,21 @@ def _estimate(target: Target, records: list[Record]) -> Summary | None:
     arm, with the 95% bootstrap CI: what the target is tested on."""
     lhs, _, rhs = target.parsed
     values = metric_values(records)
-    terms = [t for t in (lhs, rhs) if t.const is None]
-    if any((t.metric, t.arm) not in values for t in terms):
+    reads = list(dict.fromkeys(lhs.reads() + rhs.reads()))
+    if any(key not in values for key in reads):
         return None
-    seeds = sorted(set.intersection(*(set(values[(t.metric, t.arm)]) for t in terms)))
+    seeds = sorted(set.intersection(*(set(values[key]) for key in reads)))
     if not seeds:
         return None
-    left = [lhs.scale * values[(lhs.metric, lhs.arm)][s] for s in seeds]
+
+    def side(t):  # a term's per-seed values (a difference of two metrics is taken seed by seed)
+        v = [t.scale * values[(t.metric, t.arm)][s] for s in seeds]
+        return v if t.minus_arm is None else [a - values[(t.minus_metric, t.minus_arm)][s] for a, s in zip(v, seeds)]
+
+    left = side(lhs)
     if rhs.const is not None:
         return summarize(left)
-    return summarize([a - rhs.scale * values[(rhs.metric, rhs.arm)][s] for a, s in zip(left, seeds)])
+    return summarize([a - b for a, b in zip(left, side(rhs))])
 
 
 def load_runs(spec: Spec, tier: str, results: Path) -> tuple[list[RunFile], list[RecordError]]:

@@ -139,7 +139,7 @@ def target_lines(tier: Tier, metrics: list[str], arms: list[str]) -> list[tuple[
     lines = []
     for t in tier.targets:
         lhs, op, rhs = t.parsed
-        if rhs.const is not None and lhs.arm in arms and lhs.metric in metrics:
+        if rhs.const is not None and lhs.minus_arm is None and lhs.arm in arms and lhs.metric in metrics:
             lines.append((rhs.const / lhs.scale, f"target {t.expr}"))
     return list(dict.fromkeys(lines))
 

@@ -209,3 +209,116 @@ def test_full_tier_dry_run_names_the_missing_root(tmp_path, capsys):
     assert main([*args, *[a for kv in small for a in ("--set", kv)]]) == 3  # code fine, data missing: ran on a stand-in
     err = capsys.readouterr().err
     assert f"{tmp_path}/imagenet/train" in err and f"{tmp_path}/imagenet/val" in err
+
+
+# --- the mini tier's augmentation (augment.py): the same for the ViT and the ResNet arms ---
+
+from evals.tasks.images import SHAPES, _shape_masks, make_shapes  # noqa: E402
+from reproductions.vit import augment, vit_augmented  # noqa: E402
+
+
+def test_every_shape_class_is_mirror_symmetric_but_the_triangle_is_not_upside_down_symmetric():
+    """The horizontal flip keeps each class (and the image's distribution); a vertical one would not."""
+    g = torch.linspace(-1.5, 1.5, 61)
+    dx, dy = g[None, None, :].expand(1, 61, 61), g[None, :, None].expand(1, 61, 61)
+    for kind in SHAPES:
+        assert torch.equal(_shape_masks(kind, -dx, dy), _shape_masks(kind, dx, dy)), kind
+    assert not torch.equal(_shape_masks("triangle", dx, -dy), _shape_masks("triangle", dx, dy))
+
+
+def _shifted(t: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """A non-circular shift of the last two dims (zeros come in)."""
+    out = torch.zeros_like(t)
+    h, w = t.shape[-2:]
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = t[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_augmented_shapes_are_the_shapes_flipped_and_moved_whole_inside_the_image():
+    b = make_shapes(64, 24, seed=5)
+    ds = augment.AugmentedShapes(b.images, b.labels, b.masks, 3, True, seed=7)
+    items = ds.__getitems__(list(range(64)))
+    x, y = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+    assert torch.equal(y, b.labels)  # labels unchanged
+    flips = moves = 0
+    for i in range(64):
+        found = []
+        for f in (False, True):
+            img, mask = (b.images[i].flip(-1), b.masks[i].flip(-1)) if f else (b.images[i], b.masks[i])
+            for dy in range(-3, 4):
+                for dx in range(-3, 4):
+                    # the shape moved whole: its mask shifted without wrapping keeps every pixel
+                    whole = _shifted(mask, dy, dx).sum() == mask.sum()
+                    if whole and torch.equal(x[i], torch.roll(img, (dy, dx), (-2, -1))):
+                        found.append((f, dy, dx))
+        assert found, f"image {i} is not a flipped and moved copy keeping its shape inside"
+        flips += found[0][0]
+        moves += found[0][1:] != (0, 0)
+    assert 10 < flips < 54 and moves > 40  # both transforms are used
+
+
+def test_augmentation_is_a_function_of_seed_and_step_and_varies_across_steps():
+    b = make_shapes(32, 16, seed=2)
+    idx = list(range(32))
+    batch = lambda ds: torch.stack([i[0] for i in ds.__getitems__(idx)])  # noqa: E731
+    a, a2 = (augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1) for _ in range(2))
+    first, again = batch(a), batch(a2)
+    assert torch.equal(first, again)                       # same seed, same step: same images
+    assert not torch.equal(batch(a), first)               # the next step draws anew
+    later = augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1, start_step=1)
+    assert torch.equal(batch(later), batch(augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1, start_step=1)))
+    a3 = augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1)
+    batch(a3)
+    assert torch.equal(batch(a3), batch(later.__class__(b.images, b.labels, b.masks, 2, True, seed=1, start_step=1)))  # resumable
+    assert not torch.equal(batch(augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=2)), first)
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    batch(augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1))
+    assert torch.equal(torch.rand(1), before)  # torch's global generator is left alone
+
+
+class _Run:
+    def __init__(self, seed, state=None):
+        self.seed, self._state = seed, state
+
+    def resume_state(self):
+        return self._state
+
+
+def test_vit_and_resnet_arms_see_the_same_augmented_batches():
+    common = dict(dataset="shapes", image_size=16, n_train=40, batch_size=8, shift=2, flip=True)
+    dv = augment.training_set(vit_augmented.Config(**common), _Run(3))
+    dr = augment.training_set(resnet_baseline.Config(**common), _Run(3))
+    for step in range(3):
+        idx = classify.StepBatches(40, 8, 3).indices(step).tolist()
+        assert all(torch.equal(p[0], q[0]) and p[1] == q[1] for p, q in zip(dv.__getitems__(idx), dr.__getitems__(idx)))
+    resumed = augment.training_set(vit_augmented.Config(**common), _Run(3, {"phase": "", "parts": {"counters": {"step": 2}}}))
+    assert resumed.step == 2
+    plain = augment.training_set(vit_augmented.Config(**{**common, "shift": 0, "flip": False}), _Run(3))
+    assert isinstance(plain, torch.utils.data.TensorDataset)  # no augmentation: the plain set, as before
+    with pytest.raises(ValueError, match="shapes only"):
+        augment.training_set(vit_augmented.Config(dataset="digits", image_size=8, shift=1), _Run(3))
+
+
+def test_augmented_resumed_training_equals_uninterrupted(tmp_path):
+    cfg = vit_augmented.Config(**{**TINY, "steps": 8, "log_every": 1, "shift": 2, "flip": True})
+
+    def train_in(folder, resume=False):
+        torch.manual_seed(0)
+        run = Run(folder, seed=1, device=torch.device("cpu"), checkpoint_every=4, resume=resume, progress=False,
+                  tensorboard=False)
+        model = vit_augmented.train(cfg, run)
+        run.close()
+        return model, run
+
+    full, _ = train_in(tmp_path / "a")
+    train_in(tmp_path / "b")
+    (tmp_path / "b" / "checkpoints" / "step_000000008.safetensors").unlink()  # "interrupted" after step 4
+    resumed, run = train_in(tmp_path / "b", resume=True)
+    for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    plain = vit.Config(**TINY | {"steps": 8, "log_every": 1})
+    torch.manual_seed(0)
+    other = vit.train(plain, Run(tmp_path / "c", seed=1, device=torch.device("cpu"), progress=False, tensorboard=False))
+    assert not torch.equal(other.head.weight, full.head.weight)  # the augmentation changed the training

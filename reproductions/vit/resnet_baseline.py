@@ -5,7 +5,8 @@ A small pre-activation ResNet (He et al. 2016, "Identity Mappings in Deep Residu
 a 3x3 stem, `stages` stages of `blocks` basic blocks (BN-ReLU-conv twice, identity shortcut or a
 1x1 projection when the shape changes), the width doubling and the resolution halving at each
 stage after the first, then global average pooling and a linear head. BatchNorm stands in for
-BiT's GroupNorm with weight standardisation (a deviation the spec records).
+BiT's GroupNorm with weight standardisation (a deviation the spec records). The config's `shift`
+and `flip` augment the shapes exactly as the ViT arms of `vit_augmented.py` do (`augment.py`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evals.contract import SafetensorsModule
-from reproductions.vit import classify
+from reproductions.vit import augment, classify
+from reproductions.vit.augment import AugmentConfig
 from reproductions.vit.classify import TrainConfig, channels, num_classes
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(TrainConfig, AugmentConfig):
     width: int = 64       # channels of the first stage
     stages: int = 4
     blocks: int = 2       # basic blocks per stage
@@ -77,7 +79,7 @@ def build(cfg: Config) -> ResNet:
 def train(cfg: Config, run) -> ResNet:
     model = build(cfg).to(run.device)
     run.progress(cfg.steps)
-    return classify.fit(model, classify.training_set(cfg), cfg, run)
+    return classify.fit(model, augment.training_set(cfg, run), cfg, run)
 
 
 data_fingerprint = classify.data_fingerprint

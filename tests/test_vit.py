@@ -260,22 +260,19 @@ def test_augmented_shapes_are_the_shapes_flipped_and_moved_whole_inside_the_imag
 def test_augmentation_is_a_function_of_seed_and_step_and_varies_across_steps():
     b = make_shapes(32, 16, seed=2)
     idx = list(range(32))
+    make = lambda seed, start=0: augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed, start)  # noqa: E731
     batch = lambda ds: torch.stack([i[0] for i in ds.__getitems__(idx)])  # noqa: E731
-    a, a2 = (augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1) for _ in range(2))
-    first, again = batch(a), batch(a2)
-    assert torch.equal(first, again)                       # same seed, same step: same images
-    assert not torch.equal(batch(a), first)               # the next step draws anew
-    later = augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1, start_step=1)
-    assert torch.equal(batch(later), batch(augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1, start_step=1)))
-    a3 = augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1)
-    batch(a3)
-    assert torch.equal(batch(a3), batch(later.__class__(b.images, b.labels, b.masks, 2, True, seed=1, start_step=1)))  # resumable
-    assert not torch.equal(batch(augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=2)), first)
+    a = make(1)
+    first, second = batch(a), batch(a)
+    assert torch.equal(first, batch(make(1)))         # same seed, same step: the same images
+    assert not torch.equal(first, second)             # the next step draws anew
+    assert torch.equal(second, batch(make(1, 1)))     # a run resumed at step 1 sees step 1's images
+    assert not torch.equal(first, batch(make(2)))     # another seed, other images
     torch.manual_seed(0)
     before = torch.rand(1)
     torch.manual_seed(0)
-    batch(augment.AugmentedShapes(b.images, b.labels, b.masks, 2, True, seed=1))
-    assert torch.equal(torch.rand(1), before)  # torch's global generator is left alone
+    batch(make(1))
+    assert torch.equal(torch.rand(1), before)         # torch's global generator is left alone
 
 
 class _Run:

@@ -233,12 +233,13 @@ def test_gpt2_weights_map_onto_our_gpt_exactly():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from reproductions.llava import scienceqa as S
+    from reproductions.transformer.gpt2_weights import gpt2_state_dict
 
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_positions=32, n_layer=2, n_head=2, n_embd=16, bos_token_id=0,
                                     eos_token_id=0)).eval()
     ours = S.build_gpt(S.Config(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
-    ours.load_state_dict(S.gpt2_state_dict({k: v for k, v in hf.transformer.state_dict().items()
+    ours.load_state_dict(gpt2_state_dict({k: v for k, v in hf.transformer.state_dict().items()
                                             if not k.endswith((".attn.bias", ".attn.masked_bias"))}, 2))
     x = torch.randint(0, 97, (3, 20))
     with torch.no_grad():

@@ -15,6 +15,7 @@ from evals.contract import QuietRun
 from evals.tasks import code_corpus, code_domains
 from reproductions.lora import finetune, lora, peft_baseline
 from reproductions.transformer.gpt import GPT, GPTConfig
+from reproductions.transformer.gpt2_weights import load_gpt2
 
 TINY = finetune.Config(n_layer=1, n_head=2, n_embd=32, block_size=32, steps=4, batch_size=2, warmup_steps=1,
                        log_every=2, ft_steps=3, ft_batch_size=2, ft_warmup_steps=1, rank=2)
@@ -205,10 +206,8 @@ def e2e_stand_in(tmp_path_factory):
 def test_converted_gpt2_gives_hugging_faces_logits(e2e_stand_in):
     from transformers import GPT2LMHeadModel
 
-    from reproductions.lora import e2e
-
     hf = GPT2LMHeadModel.from_pretrained(e2e_stand_in.model_dir).eval()
-    ours = e2e.load_gpt2(e2e_stand_in.model_dir).eval()
+    ours = load_gpt2(e2e_stand_in.model_dir).eval()
     x = torch.randint(hf.config.vocab_size, (2, 24))
     torch.testing.assert_close(ours(x)[0], hf(x).logits, rtol=1e-5, atol=1e-5)
 
@@ -229,7 +228,7 @@ def test_e2e_data_masks_all_but_the_reference(e2e_stand_in):
 def test_beam_search_of_one_is_greedy_and_bans_repeated_ngrams(e2e_stand_in):
     from reproductions.lora import e2e
 
-    gpt = e2e.load_gpt2(e2e_stand_in.model_dir).eval()
+    gpt = load_gpt2(e2e_stand_in.model_dir).eval()
     prompt = [5, 9, 13]
     out = e2e.beam_search(gpt, prompt, eos=10_000, beam=1, max_new=8, no_repeat_ngram=0)
     seq = list(prompt)

@@ -6,7 +6,7 @@ project's pieces reach.
 - Projector W: linear, eq. (1) (`llava.py`'s splice and answer-only loss, eqs. 2-3).
 - LM: the project's GPT (`reproductions/transformer/gpt.py`) at GPT-2 small's shape, its weights
   GPT-2's released ones (Hugging Face `openai-community/gpt2`, `model.safetensors`, never
-  unpickled) mapped onto the GPT's names (`gpt2_state_dict`), GPT-2's tanh GELU plugged in through
+  unpickled) mapped onto the GPT's names (`transformer/gpt2_weights.py`), GPT-2's tanh GELU plugged in through
   the GPT's feed-forward extension point; GPT-2's byte-pair tokenizer (`tokenizer.json`).
 - Stage 1: the projector alone on LLaVA-CC3M-Pretrain-595K, 1 epoch, lr 2e-3, batch 128.
 - Stage 2: projector and LM on ScienceQA's train split, 12 epochs, lr 2e-5, batch 32; the target is
@@ -21,19 +21,17 @@ letter parsed from the last "The answer is X".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from evals.contract import SafetensorsModule
 from evals.tasks import scienceqa as sqa
 from reproductions.clip import pretrained
 from reproductions.llava.llava import IGNORE, answer_loss, gpt_logits, splice
 from reproductions.transformer.gpt import GPT, GPTConfig
-from reproductions.transformer.layers import FeedForward
+from reproductions.transformer.gpt2_weights import gpt2_ffn, gpt2_state_dict
 from reproductions.vit.classify import learning_rate
 
 MARKER = -1   # the image's place in a token sequence (no vocabulary id)
@@ -69,34 +67,9 @@ class Config:
     log_every: int = 50
 
 
-def gelu_tanh_ffn(cfg: GPTConfig, linear=nn.Linear) -> nn.Module:
-    """GPT-2's feed-forward block with its tanh-approximate GELU ('gelu_new')."""
-    return FeedForward(cfg.n_embd, cfg.d_ff, partial(F.gelu, approximate="tanh"), linear, cfg.bias, cfg.dropout)
-
-
 def build_gpt(cfg: Config) -> GPT:
     return GPT(GPTConfig(vocab_size=cfg.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                         n_embd=cfg.n_embd, bias=True), ffn=gelu_tanh_ffn)
-
-
-def gpt2_state_dict(hf: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
-    """Hugging Face GPT-2 weights (Conv1D layers store W as in x @ W, the fused c_attn holds q, k, v)
-    -> our GPT's state dict (nn.Linear stores W^T)."""
-    hf = {k.removeprefix("transformer."): v for k, v in hf.items()}
-    out = {"wte.weight": hf["wte.weight"], "position.wpe.weight": hf["wpe.weight"],
-           "ln_f.weight": hf["ln_f.weight"], "ln_f.bias": hf["ln_f.bias"]}
-    for i in range(n_layer):
-        h, b = f"h.{i}.", f"blocks.{i}."
-        for ln in ("ln_1", "ln_2"):
-            out[b + ln + ".weight"], out[b + ln + ".bias"] = hf[h + ln + ".weight"], hf[h + ln + ".bias"]
-        qkv_w, qkv_b = hf[h + "attn.c_attn.weight"].chunk(3, dim=1), hf[h + "attn.c_attn.bias"].chunk(3)
-        for name, w, bias in zip(("w_q", "w_k", "w_v"), qkv_w, qkv_b):
-            out[b + f"attn.{name}.weight"], out[b + f"attn.{name}.bias"] = w.T.contiguous(), bias
-        out[b + "attn.w_o.weight"], out[b + "attn.w_o.bias"] = hf[h + "attn.c_proj.weight"].T.contiguous(), hf[h + "attn.c_proj.bias"]
-        out[b + "ffn.w_1.weight"], out[b + "ffn.w_1.bias"] = hf[h + "mlp.c_fc.weight"].T.contiguous(), hf[h + "mlp.c_fc.bias"]
-        out[b + "ffn.w_2.weight"], out[b + "ffn.w_2.bias"] = hf[h + "mlp.c_proj.weight"].T.contiguous(), hf[h + "mlp.c_proj.bias"]
-    out["lm_head.weight"] = out["wte.weight"]
-    return out
+                         n_embd=cfg.n_embd, bias=True), ffn=gpt2_ffn)
 
 
 class LLaVAScienceQA(SafetensorsModule):

@@ -1,6 +1,6 @@
 """The dry run's stand-ins for the full tier's absent inputs (`repro reproduce lora --tier full
 --dry-run`): a tiny GPT-2 in the Hugging Face folder format (config.json, model.safetensors,
-tokenizer.json: what `e2e.load_gpt2` and `e2e.tokenizer` read) and a tiny E2E folder in the
+tokenizer.json: what `gpt2_weights.load_gpt2` and `e2e.tokenizer` read) and a tiny E2E folder in the
 authors' format (train.txt, valid.txt, test.txt). Imported by the dry run and the tests alone,
 never by a run: a stand-in decides no number."""
 

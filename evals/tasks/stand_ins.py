@@ -10,7 +10,12 @@ evaluators run end to end on a machine without ImageNet.
   and its `data_root`: writes the dataset's stand-in under `folder` and returns the config with
   `data_root` pointing at it (configs of the generated datasets come back unchanged);
 - `fineweb_data(config, folder)`: the same for configs reading FineWeb's GPT-2 token shards from
-  `data_root` (one train and one validation shard of random token ids, modded-nanogpt's format).
+  `data_root` (one train and one validation shard of random token ids, modded-nanogpt's format);
+- `write_causal_lm(root, texts, architecture, ...)`: a Hugging Face checkpoint folder of a tiny
+  random causal LM (`config.json`, safetensors weights, a byte-level BPE tokenizer trained on
+  `texts`), which transformers and lm-eval load as they would the real one;
+- `checkpoint_and_jsonl(config, folder, ...)`: a paper's `stand_in_data` hook for configs naming a
+  `checkpoint_path` and a JSON-lines `train_data`: writes whichever is missing.
 
 Nothing here is part of a run: training and evaluation read the real data.
 """
@@ -18,8 +23,9 @@ Nothing here is part of a run: training and evaluation read the real data.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -106,3 +112,45 @@ def write_fineweb(root: Path, train_tokens: int, val_tokens: int) -> Path:
     for name, n in (("fineweb_train_000001.bin", train_tokens), ("fineweb_val_000000.bin", val_tokens)):
         fineweb.write_shard(root / name, rng.integers(fineweb.VOCAB_SIZE, size=n, dtype=np.uint16))
     return root
+
+
+def write_causal_lm(root: Path, texts: list[str], architecture: str, vocab_size: int, **fields: Any) -> Path:
+    """A tiny random `<architecture>ForCausalLM` of transformers (seed 0, bfloat16, safetensors) with
+    a byte-level BPE tokenizer of `vocab_size` trained on `texts` ('<unk>' 0, '<|endoftext|>' 1, also
+    the padding), saved under `root`; `fields` go to `<architecture>Config`."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                       show_progress=False))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|endoftext|>",
+                                                pad_token="<|endoftext|>")
+    config = getattr(transformers, f"{architecture}Config")(vocab_size=tok.get_vocab_size(), max_position_embeddings=2048,
+                                                            eos_token_id=1, pad_token_id=1, **fields)
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{architecture}ForCausalLM")(config)
+    model.to(torch.bfloat16).save_pretrained(str(root), safe_serialization=True)
+    fast.save_pretrained(str(root))
+    return root
+
+
+def checkpoint_and_jsonl(config: Any, folder: Path, write_checkpoint: Callable[[Path], Path], checkpoint_name: str,
+                         data_name: str, rows: list[dict]) -> Any:
+    """`config` with `checkpoint_path` at `write_checkpoint(folder / checkpoint_name)` where it holds
+    no `config.json`, and `train_data` at `rows` written as JSON lines to `folder / data_name` where
+    that file is missing; a config without a `checkpoint_path` (a mini tier's) comes back unchanged."""
+    if not hasattr(config, "checkpoint_path"):
+        return config
+    changes = {}
+    if not (Path(config.checkpoint_path) / "config.json").is_file():
+        changes["checkpoint_path"] = str(write_checkpoint(Path(folder) / checkpoint_name))
+    if not Path(config.train_data).is_file():
+        path = Path(folder) / data_name
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        changes["train_data"] = str(path)
+    return dataclasses.replace(config, **changes)

@@ -16,8 +16,9 @@ from evals.tier_runner import run_one
 from evals.evaluators import EvaluatorSpec
 from evals.spec import load_spec
 from evals.tasks.atari import is_atari, make_atari
+from evals.tasks import minatar
 from reproductions.common.conv_torso import ConvTorso
-from reproductions.dqn import dqn
+from reproductions.dqn import dqn, random_policy, sb3_baseline
 from tests.factories import interrupt
 
 
@@ -127,6 +128,95 @@ def test_a_lost_life_ends_the_training_episode_but_not_the_game():
     assert info["episode_frame_number"] > frame  # the same game went on: no restart
 
 
+# -- MinAtar -------------------------------------------------------------------------------------
+BREAKOUT = "evals.tasks.minatar:MinAtar-Breakout-v1"
+
+
+def test_minatar_screens_are_minatar_s_own_grid_channel_first():
+    """Against MinAtar's own Environment, driven directly with the same seed and actions."""
+    import gymnasium as gym
+    from minatar import Environment
+
+    env = gym.make(BREAKOUT)
+    assert env.observation_space.shape == (4, 10, 10) and env.observation_space.dtype == np.uint8
+    assert env.action_space.n == 3 and env.spec.max_episode_steps == minatar.MAX_EPISODE_STEPS
+    ref = Environment("breakout")
+    ref.seed(7)
+    ref.reset()
+    obs, _ = env.reset(seed=7)
+    actions = ref.minimal_action_set()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        assert np.array_equal(obs, np.transpose(ref.state(), (2, 0, 1)).astype(np.uint8))
+        a = int(rng.integers(3))
+        obs, r, term, _, _ = env.step(a)
+        r_ref, done_ref = ref.act(actions[a])
+        assert (r, term) == (r_ref, done_ref)
+        if term:
+            ref.seed(8)
+            ref.reset()
+            ref.last_action = 0
+            obs, _ = env.reset(seed=8)
+    assert set(np.unique(obs)) <= {0, 1}
+
+
+def test_minatar_episode_depends_only_on_its_reset_seed():
+    import gymnasium as gym
+
+    def play(env, seed):
+        env.reset(seed=seed)
+        return [env.step(i % 3)[:2] for i in range(30)]
+
+    env = gym.make(BREAKOUT)
+    first = [(o.tobytes(), r) for o, r in play(env, 3)]
+    play(env, 4)  # whatever came before (the sticky action it left) does not carry over
+    again = [(o.tobytes(), r) for o, r in play(env, 3)]
+    assert first == again
+    assert minatar.is_minatar(BREAKOUT) and not minatar.is_minatar("CartPole-v1") and not is_atari(BREAKOUT)
+
+
+def test_minatar_network_is_the_minatar_paper_s_scaling():
+    """One 3x3 convolution of 16 filters (stride 1) and 128 hidden units (Young and Tian 2019)."""
+    cfg = dqn.Config(env_id=BREAKOUT)
+    agent = dqn.build(cfg)
+    assert isinstance(agent.q.torso, dqn.MinAtarTorso)
+    conv, fc, head = 4 * 16 * 3 * 3 + 16, 16 * 8 * 8 * 128 + 128, 128 * 3 + 3
+    assert agent.num_parameters() == conv + fc + head
+    assert agent.q(torch.ones(5, 4, 10, 10, dtype=torch.uint8)).shape == (5, 3)
+    assert isinstance(dqn.image_torso((4, 84, 84)), ConvTorso)
+    # SB3's arm acts through the same torso and head
+    sb3 = sb3_baseline.build(cfg)
+    assert isinstance(sb3.model.q_net.features_extractor.torso, dqn.MinAtarTorso)
+    assert sb3.num_parameters() == agent.num_parameters()
+
+
+def test_mlp_widths_are_cleanrl_s():
+    agent = dqn.build(dqn.Config(env_id="CartPole-v1", hidden=120, hidden2=84))
+    assert agent.num_parameters() == 4 * 120 + 120 + 120 * 84 + 84 + 84 * 2 + 2
+    sb3 = sb3_baseline.build(dqn.Config(env_id="CartPole-v1", hidden=120, hidden2=84))
+    assert sb3.num_parameters() == agent.num_parameters()
+
+
+def test_random_policy_is_uniform_seeded_and_saved(tmp_path):
+    cfg = dqn.Config(env_id=BREAKOUT)
+    a = random_policy.build(cfg, seed=3)
+    actions = [a.act(np.zeros((4, 10, 10), np.uint8)) for _ in range(3000)]
+    counts = np.bincount(actions, minlength=3) / len(actions)
+    assert np.allclose(counts, 1 / 3, atol=0.03) and a.num_parameters() == 0
+    a.save(tmp_path / "a.safetensors")
+    b = random_policy.build(cfg).load(tmp_path / "a.safetensors")
+    assert [b.act(None) for _ in range(50)] == actions[:50]  # the same stream from the saved seed
+    random_policy.build(cfg, seed=4).save(tmp_path / "c.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "c.safetensors").read_bytes()
+
+
+def test_evaluator_makes_the_minatar_env_from_the_config():
+    ev, opts = _evaluator(episodes=20, epsilon=0.0)
+    res = ev(random_policy.build(dqn.Config(env_id=BREAKOUT), seed=1), dqn.Config(env_id=BREAKOUT), opts)
+    assert 0 <= res.metrics["return"] < 2 and res.protocol["env_id"] == BREAKOUT
+    assert "noop_starts" not in res.protocol  # no Atari pipeline on MinAtar
+
+
 # -- the evaluator -------------------------------------------------------------------------------
 class CountingAgent:
     def __init__(self):
@@ -160,7 +250,7 @@ def smoke(arm, **overrides):
     return resolve(load_spec("dqn"), "smoke", arm, 1, overrides)
 
 
-@pytest.mark.parametrize("arm", ["ours", "sb3", "ours_pong", "sb3_pong"])
+@pytest.mark.parametrize("arm", ["ours", "sb3", "ours_pong", "sb3_pong", "ours_minatar", "sb3_minatar", "random_minatar"])
 def test_smoke_runs_write_complete_records(run_opts, arm):
     rec = load_record(run_one(smoke(arm), run_opts))
     assert rec.status == "ok", rec.error
@@ -170,6 +260,8 @@ def test_smoke_runs_write_complete_records(run_opts, arm):
         assert ev.protocol["noop_starts"] == "1..30 no-op actions at reset"
         assert ev.metrics["return"] >= -21
         assert "evals/tasks/atari.py" in rec.provenance.source_files
+    elif arm == "random_minatar":
+        assert rec.metrics["return"] >= 0 and "evals/tasks/minatar.py" in rec.provenance.source_files
     else:
         assert "train_return" in rec.curves
     if arm == "ours":

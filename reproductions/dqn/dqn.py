@@ -11,6 +11,9 @@ The paper's equations:
        behaviour with epsilon annealed linearly from 1 to 0.1 over the first million frames, then fixed.
 `loss="huber"` clips the error term to [-1, 1] (the Huber loss with delta 1, as in DQN's later Nature
 version and in Stable-Baselines3); `loss="mse"` is eq. (3) as written.
+
+The Q network is the paper's (Section 4.1) on Atari frames, the same network scaled to MinAtar's
+10x10 grid on MinAtar games (`evals/tasks/minatar.py`), and an MLP on vector observations.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evals.contract import SafetensorsModule
-from evals.tasks.atari import make_agent_env
-from evals.tasks.atari import env_data_fingerprint as data_fingerprint  # noqa: F401  (the contract's data hooks:
-from evals.tasks.atari import env_required_data as required_data  # noqa: F401  the env the config names)
+from evals.tasks import minatar
+from evals.tasks.atari import env_data_fingerprint, make_agent_env
+from evals.tasks.atari import env_required_data as required_data  # noqa: F401  (the contract's data hook)
 from evals.tasks.envs import episode_seed
 from reproductions.common.conv_torso import ConvTorso
 from reproductions.common.replay import ReplayBuffer
@@ -54,7 +57,8 @@ class Config:
     eps_start: float = 1.0
     eps_end: float = 0.1
     exploration_steps: int = 1_000_000  # linear annealing from eps_start to eps_end over these steps
-    hidden: int = 256                   # width of the two hidden layers of the MLP (non-image envs)
+    hidden: int = 256                   # width of the first hidden layer of the MLP (non-image envs)
+    hidden2: int | None = None          # width of its second hidden layer (None: `hidden`)
     log_every: int = 1_000
 
 
@@ -78,18 +82,45 @@ def td_loss(q_taken: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"config field 'loss': {kind!r} is not one of 'huber', 'mse'")
 
 
+class MinAtarTorso(nn.Module):
+    """The paper's network scaled to MinAtar's 10x10 grid of C object channels, as the MinAtar paper
+    scales it (Young and Tian 2019, Section 5): one convolution of 16 3x3 filters with stride 1 and a
+    fully connected layer of 128 units, both rectified. Takes the 0/1 grid (N, C, 10, 10)."""
+
+    out_features = 128
+
+    def __init__(self, in_channels: int, size: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 16, kernel_size=3, stride=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(16 * (size - 2) ** 2, self.out_features), nn.ReLU(),
+        )
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.net(grid.float())
+
+
+def image_torso(obs_shape: tuple[int, ...]) -> nn.Module:
+    """The convolutional torso for a screen: the paper's on 84x84 Atari frames, the MinAtar-scaled
+    one on a grid too small for its 8x8 stride-4 filters (MinAtar's 10x10)."""
+    channels, height, width = obs_shape
+    if height >= 36 and width >= 36:  # the smallest screen the paper's two convolutions fit
+        return ConvTorso(channels)
+    return MinAtarTorso(channels, height)
+
+
 class QNetwork(nn.Module):
     """Q(s, .; theta): one output per action (Section 4.1), so one forward pass scores every action.
-    Images go through the paper's convolutional torso; vectors through a two-layer MLP."""
+    Screens go through a convolutional torso (`image_torso`); vectors through a two-layer MLP."""
 
-    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden: int):
+    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden: int, hidden2: int | None = None):
         super().__init__()
         if len(obs_shape) == 3:
-            torso: nn.Module = ConvTorso(obs_shape[0])
-            width = ConvTorso.out_features
+            torso: nn.Module = image_torso(obs_shape)
+            width = torso.out_features
         else:
-            torso = nn.Sequential(nn.Linear(int(np.prod(obs_shape)), hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-            width = hidden
+            width = hidden2 or hidden
+            torso = nn.Sequential(nn.Linear(int(np.prod(obs_shape)), hidden), nn.ReLU(), nn.Linear(hidden, width), nn.ReLU())
         self.torso = torso
         self.head = nn.Linear(width, n_actions)
 
@@ -102,8 +133,8 @@ class DQN(SafetensorsModule):
 
     def __init__(self, cfg: Config, obs_shape: tuple[int, ...], n_actions: int):
         super().__init__()
-        self.q = QNetwork(obs_shape, n_actions, cfg.hidden)
-        self.q_target = QNetwork(obs_shape, n_actions, cfg.hidden)
+        self.q = QNetwork(obs_shape, n_actions, cfg.hidden, cfg.hidden2)
+        self.q_target = QNetwork(obs_shape, n_actions, cfg.hidden, cfg.hidden2)
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
         self.n_actions = n_actions
@@ -112,7 +143,7 @@ class DQN(SafetensorsModule):
     @torch.inference_mode()
     def greedy(self, obs: np.ndarray) -> int:
         x = torch.as_tensor(np.asarray(obs), device=self.q.head.weight.device).unsqueeze(0)
-        if x.dtype != torch.uint8:  # frames stay uint8 (the torso scales them); vectors become float32
+        if x.dtype != torch.uint8:  # screens stay uint8 (the torso converts them); vectors become float32
             x = x.float()
         return int(self.q(x).argmax(dim=1).item())
 
@@ -157,6 +188,11 @@ class Learner:
 
     def sync_target(self) -> None:
         self.agent.q_target.load_state_dict(self.agent.q.state_dict())
+
+
+def data_fingerprint(cfg: Config) -> str:
+    """The contract's data hook: the env the config names, with the versions that define it."""
+    return minatar.env_fingerprint(cfg.env_id) if minatar.is_minatar(cfg.env_id) else env_data_fingerprint(cfg)
 
 
 def env_spaces(env_id: str) -> tuple[tuple[int, ...], int, torch.dtype]:

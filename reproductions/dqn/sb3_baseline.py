@@ -1,7 +1,8 @@
 """The `sb3` arm: Stable-Baselines3's DQN with our Config's hyper-parameters, budget and seed.
 
-It acts in the same envs (the shared Atari pipeline on ALE games), with the same network (the
-paper's convolutional torso on images, the same MLP on vectors), optimizer and schedule. Its
+It acts in the same envs (the shared Atari pipeline on ALE games, the same MinAtar envs), with the
+same network (the paper's convolutional torso on Atari frames, its MinAtar-scaled torso on MinAtar
+grids, the same MLP on vectors), optimizer and schedule. Its loss is SB3's only one, the Huber loss. Its
 weights are exported to safetensors (SB3's own zip format is pickled), and it is scored by the
 same evaluator as ours.
 """
@@ -15,17 +16,17 @@ from stable_baselines3 import DQN as SB3DQN
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from evals.tasks.atari import make_agent_env
-from reproductions.common.conv_torso import ConvTorso
 from reproductions.common.sb3 import Logging, SB3Agent, learn
-from reproductions.dqn.dqn import Config, data_fingerprint  # noqa: F401  (the harness reads them here too)
+from reproductions.dqn.dqn import Config, data_fingerprint, image_torso  # noqa: F401  (the harness reads them here too)
 
 
 class PaperTorso(BaseFeaturesExtractor):
-    """The paper's convolutional torso as an SB3 features extractor."""
+    """Our convolutional torso (`image_torso`: the paper's, or its MinAtar scaling) as an SB3 features extractor."""
 
     def __init__(self, observation_space):
-        super().__init__(observation_space, ConvTorso.out_features)
-        self.torso = ConvTorso(observation_space.shape[0])
+        torso = image_torso(tuple(observation_space.shape))
+        super().__init__(observation_space, torso.out_features)
+        self.torso = torso
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.torso(observations)
@@ -37,9 +38,9 @@ def policy_kwargs(cfg: Config, image: bool) -> dict:
                "optimizer_kwargs": {"alpha": cfg.rmsprop_alpha, "eps": cfg.rmsprop_eps, "centered": True}}
     else:
         opt = {"optimizer_class": torch.optim.Adam}
-    if image:  # our torso scales the uint8 frames itself
+    if image:  # our torso converts the uint8 screens itself
         return {"features_extractor_class": PaperTorso, "net_arch": [], "normalize_images": False, **opt}
-    return {"net_arch": [cfg.hidden, cfg.hidden], **opt}
+    return {"net_arch": [cfg.hidden, cfg.hidden2 or cfg.hidden], **opt}
 
 
 def build(cfg: Config, seed: int = 0, device: str = "cpu") -> SB3Agent:

@@ -53,7 +53,8 @@ class TargetResult:
     seeds: int
 
 
-def _side(term: Term, values: dict[tuple[str, str], dict[int, float]], seeds: list[int]) -> np.ndarray:
+def term_values(term: Term, values: dict[tuple[str, str], dict[int, float]], seeds: list[int]) -> np.ndarray:
+    """A target side's value at each of `seeds` (a difference of two metrics taken seed by seed)."""
     if term.const is not None:
         return np.full(len(seeds), term.const)
     per_seed = values[(term.metric, term.arm)]
@@ -75,7 +76,7 @@ def check_target(target: Target, values: dict[tuple[str, str], dict[int, float]]
     if len(seeds) < required_seeds:
         return TargetResult(target.expr, target.test, False,
                             f"{len(seeds)} ok seed(s), the spec needs {required_seeds}", len(seeds))
-    a, b = _side(lhs, values, seeds), _side(rhs, values, seeds)
+    a, b = term_values(lhs, values, seeds), term_values(rhs, values, seeds)
     diff = a - b  # the condition is `diff OP 0`
     cmp = OPS[op]
     if target.test == "all_seeds":

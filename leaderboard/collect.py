@@ -13,7 +13,7 @@ from pathlib import Path
 
 from evals.record import IMAGE_MAGIC, Record, RecordError, load_record, record_files
 from evals.spec import TIER_NAMES, Published, Spec, Target, Tier, load_spec_file, with_checked_links
-from evals.stats import Summary, TargetResult, summarize
+from evals.stats import Summary, TargetResult, summarize, term_values
 from evals.status import TierStatus, metric_values, tier_status
 
 STATUS_LABELS = {
@@ -203,15 +203,10 @@ def _estimate(target: Target, records: list[Record]) -> Summary | None:
     seeds = sorted(set.intersection(*(set(values[key]) for key in reads)))
     if not seeds:
         return None
-
-    def side(t):  # a term's per-seed values (a difference of two metrics is taken seed by seed)
-        v = [t.scale * values[(t.metric, t.arm)][s] for s in seeds]
-        return v if t.minus_arm is None else [a - values[(t.minus_metric, t.minus_arm)][s] for a, s in zip(v, seeds)]
-
-    left = side(lhs)
+    left = term_values(lhs, values, seeds)
     if rhs.const is not None:
-        return summarize(left)
-    return summarize([a - b for a, b in zip(left, side(rhs))])
+        return summarize(left.tolist())
+    return summarize((left - term_values(rhs, values, seeds)).tolist())
 
 
 def load_runs(spec: Spec, tier: str, results: Path) -> tuple[list[RunFile], list[RecordError]]:

@@ -154,14 +154,13 @@ def test_tiny_vit_learns_digits(tmp_path):
     assert acc > 0.9, acc
 
 
-def test_resumed_training_equals_uninterrupted(tmp_path):
-    cfg = vit.Config(**{**TINY, "steps": 8, "log_every": 1})
-
+def _resume_check(module, cfg, tmp_path):
+    """`module.train(cfg)` resumed from its step-4 checkpoint ends with the uninterrupted run's weights."""
     def train_in(folder, resume=False):
         torch.manual_seed(0)
         run = Run(folder, seed=1, device=torch.device("cpu"), checkpoint_every=4, resume=resume, progress=False,
                   tensorboard=False)
-        model = vit.train(cfg, run)
+        model = module.train(cfg, run)
         run.close()
         return model, run
 
@@ -172,6 +171,11 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
     assert [s for s, _, _ in run.curves["loss"]] == list(range(1, 9))
+    return full
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    _resume_check(vit, vit.Config(**{**TINY, "steps": 8, "log_every": 1}), tmp_path)
 
 
 def test_resnet_baseline_shapes():
@@ -300,21 +304,7 @@ def test_vit_and_resnet_arms_see_the_same_augmented_batches():
 
 def test_augmented_resumed_training_equals_uninterrupted(tmp_path):
     cfg = vit_augmented.Config(**{**TINY, "steps": 8, "log_every": 1, "shift": 2, "flip": True})
-
-    def train_in(folder, resume=False):
-        torch.manual_seed(0)
-        run = Run(folder, seed=1, device=torch.device("cpu"), checkpoint_every=4, resume=resume, progress=False,
-                  tensorboard=False)
-        model = vit_augmented.train(cfg, run)
-        run.close()
-        return model, run
-
-    full, _ = train_in(tmp_path / "a")
-    train_in(tmp_path / "b")
-    (tmp_path / "b" / "checkpoints" / "step_000000008.safetensors").unlink()  # "interrupted" after step 4
-    resumed, run = train_in(tmp_path / "b", resume=True)
-    for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(p, q), name
+    full = _resume_check(vit_augmented, cfg, tmp_path)
     plain = vit.Config(**TINY | {"steps": 8, "log_every": 1})
     torch.manual_seed(0)
     other = vit.train(plain, Run(tmp_path / "c", seed=1, device=torch.device("cpu"), progress=False, tensorboard=False))

@@ -79,6 +79,19 @@ SHORT_ARMS: list[tuple[str, str, dict[str, object]]] = [
     ("mamba", "decode", {}),
     ("bitnet", "large", {"steps": 200}),
     ("speculative", "ours", {"target_steps": 100, "draft_steps": 100, "prompts": 4, "draws": 200, "cost_repeats": 5}),
+    ("dqn", "ours_minatar", {"total_steps": 5000}),
+    ("clip", "ours", {"steps": 150, "warmup_steps": 15, "n_train": 4000}),
+    ("sam2", "ours", {"steps": 60}),
+    ("llava", "ours", {"clip_steps": 60, "lm_steps": 60, "lm_n_docs": 2000, "n_train": 2000, "stage1_steps": 30,
+                       "stage2_steps": 30}),
+    ("ldm", "latent", {"ae_steps": 60, "train_gflops": 100}),
+    ("controlnet", "full", {"ae_steps": 60, "steps": 100, "control_steps": 100}),
+    ("dpo", "ours", {"sft_steps": 100, "pair_prompts": 300, "dpo_betas": [0.1], "dpo_epochs": 1, "ppo_kl_coefs": [0.1],
+                     "ppo_iterations": 10}),
+    ("r1", "grpo", {"sft_steps": 100, "rl_steps": 20}),
+    ("s1", "s1k_curated", {"sft_steps": 100}),
+    ("rlhf", "labels_700", {"total_steps": 20480, "refit_every": 5120}),
+    ("decision_transformer", "dt_medium", {"gen_expert_steps": 2000, "steps": 200, "eval_every": 100}),
 ]
 
 # FlashAttention's full tier for a few hundred steps with each attention (tokens/s in its curves and
@@ -87,6 +100,12 @@ SHORT_ARMS: list[tuple[str, str, dict[str, object]]] = [
 # the tokens, its losses mean nothing.
 SPEED_STEPS = 200
 SPEED_VAL_TOKENS = 10_485_760  # what the tier's fineweb_loss reads
+
+# Modules some papers import that a GPU machine's Python may lack and wheels/ does not carry (pyarrow for
+# the Decision Transformer's Minari datasets is 54 MB, over what travels with the tree): the env step says
+# which are absent, so a failing step's cause is in the report.
+OPTIONAL_MODULES = ("pyarrow", "peft", "idlelib", "tkinter", "h5py", "matplotlib", "open_clip", "minari", "minatar", "cv2")
+
 
 def overrides(values: dict[str, object]) -> list[str]:
     return [a for k, v in values.items() for a in ("--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
@@ -98,7 +117,9 @@ def steps(device: str) -> list[Step]:
     out = [Step("env", "env", [sys.executable, "-c",
                                "import torch, triton, platform; print('python', platform.python_version(), 'torch', torch.__version__, "
                                "'triton', triton.__version__); print('cuda', torch.cuda.is_available(), "
-                               "torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')"], 60)]
+                               "torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-'); "
+                               "import importlib.util as u; print('absent:', ' '.join(m for m in " + repr(OPTIONAL_MODULES)
+                               + " if u.find_spec(m) is None) or 'none')"], 60)]
     for spec in all_specs():
         if "smoke" in spec.tiers:
             out.append(Step(f"smoke-{spec.id}", "smoke", REPRO + ["reproduce", spec.id, "--tier", "smoke", "--device", device,

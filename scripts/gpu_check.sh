@@ -12,7 +12,8 @@ import importlib.util
 mods = {"pydantic": "pydantic", "gymnasium": "gymnasium", "stable_baselines3": "stable-baselines3", "mujoco": "mujoco",
         "ale_py": "ale-py", "torch_fidelity": "torch-fidelity", "submitit": "submitit", "safetensors": "safetensors",
         "pandas": "pandas", "yaml": "pyyaml", "sacrebleu": "sacrebleu", "tqdm": "tqdm", "sklearn": "scikit-learn",
-        "transformers": "transformers", "peft": "peft", "scipy": "scipy", "pytest": "pytest"}
+        "transformers": "transformers", "peft": "peft", "scipy": "scipy", "pytest": "pytest", "minatar": "minatar",
+        "minari": "minari", "open_clip": "open_clip_torch", "cv2": "opencv-python-headless"}
 print(" ".join(pkg for mod, pkg in mods.items() if importlib.util.find_spec(mod) is None))
 PY
 )
@@ -29,7 +30,7 @@ for whl in sorted(pathlib.Path("wheels").glob("*.whl")):
         print(whl)
 PY
 )
-    $PY -m pip install -q --no-index --no-deps $missing
+    if [ -n "$missing" ]; then $PY -m pip install -q --no-index --no-deps $missing; fi
   else
     $PY -m pip install -q $need
   fi

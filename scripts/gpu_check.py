@@ -84,7 +84,7 @@ SHORT_ARMS: list[tuple[str, str, dict[str, object]]] = [
     ("sam2", "ours", {"steps": 60}),
     ("llava", "ours", {"clip_steps": 60, "lm_steps": 60, "lm_n_docs": 2000, "n_train": 2000, "stage1_steps": 30,
                        "stage2_steps": 30}),
-    ("ldm", "latent", {"ae_steps": 60, "train_gflops": 100}),
+    ("ldm", "latent", {"ae_steps": 60, "train_gflops": 700}),  # the autoencoder and encoding take ~480
     ("controlnet", "full", {"ae_steps": 60, "steps": 100, "control_steps": 100}),
     ("dpo", "ours", {"sft_steps": 100, "pair_prompts": 300, "dpo_betas": [0.1], "dpo_epochs": 1, "ppo_kl_coefs": [0.1],
                      "ppo_iterations": 10}),

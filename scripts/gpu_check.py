@@ -101,10 +101,29 @@ SHORT_ARMS: list[tuple[str, str, dict[str, object]]] = [
 SPEED_STEPS = 200
 SPEED_VAL_TOKENS = 10_485_760  # what the tier's fineweb_loss reads
 
-# Modules some papers import that a GPU machine's Python may lack and wheels/ does not carry (pyarrow for
-# the Decision Transformer's Minari datasets is 54 MB, over what travels with the tree): the env step says
-# which are absent, so a failing step's cause is in the report.
-OPTIONAL_MODULES = ("pyarrow", "peft", "idlelib", "tkinter", "h5py", "matplotlib", "open_clip", "minari", "minatar", "cv2")
+# Modules some papers import that a GPU machine's Python may lack or fail to import (the 2026-11-26 run:
+# gymnasium found no MuJoCo although the carried mujoco 4.0 wheels installed): the env step imports each
+# and prints the error, so a failing step's cause is in the report.
+CHECKED_MODULES = ("mujoco", "ale_py", "minatar", "minari", "pyarrow", "open_clip", "peft", "cv2", "matplotlib", "idlelib",
+                   "tkinter")
+
+
+def env_report() -> None:
+    """The env step: Python, PyTorch, Triton, the GPU, and each of CHECKED_MODULES imported (or why not)."""
+    import importlib
+    import platform
+
+    import torch
+    import triton
+
+    print("python", platform.python_version(), "torch", torch.__version__, "triton", triton.__version__)
+    print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
+    for name in CHECKED_MODULES:
+        try:
+            module = importlib.import_module(name)
+            print(f"{name}: {getattr(module, '__version__', 'imported')}")
+        except Exception as e:  # noqa: BLE001 - the report says what each import raised
+            print(f"{name}: NOT IMPORTABLE ({type(e).__name__}: {e})")
 
 
 def overrides(values: dict[str, object]) -> list[str]:
@@ -114,12 +133,8 @@ def overrides(values: dict[str, object]) -> list[str]:
 def steps(device: str) -> list[Step]:
     from evals.spec import all_specs, get_tier, load_spec
 
-    out = [Step("env", "env", [sys.executable, "-c",
-                               "import torch, triton, platform; print('python', platform.python_version(), 'torch', torch.__version__, "
-                               "'triton', triton.__version__); print('cuda', torch.cuda.is_available(), "
-                               "torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-'); "
-                               "import importlib.util as u; print('absent:', ' '.join(m for m in " + repr(OPTIONAL_MODULES)
-                               + " if u.find_spec(m) is None) or 'none')"], 60)]
+    out = [Step("env", "env", [sys.executable, "-c", "import sys; sys.path.insert(0, 'scripts'); import gpu_check; "
+                                                   "gpu_check.env_report()"], 120)]
     for spec in all_specs():
         if "smoke" in spec.tiers:
             out.append(Step(f"smoke-{spec.id}", "smoke", REPRO + ["reproduce", spec.id, "--tier", "smoke", "--device", device,
@@ -130,7 +145,8 @@ def steps(device: str) -> list[Step]:
             out.append(Step(f"arm-{paper}-{arm}", "arm", REPRO + ["reproduce", paper, "--tier", "mini", "--arms", arm,
                                                                   "--seeds", "1", "--device", device, "--no-progress",
                                                                   *overrides(values)], 300))
-    out.append(Step("triton-compiled", "triton", [sys.executable, "-m", "pytest", "-q", "-rf", "tests/test_flash_attention_triton.py",
+    # -v: the log names each test as it ends, so a test that hangs is the one after the last named
+    out.append(Step("triton-compiled", "triton", [sys.executable, "-m", "pytest", "-v", "-rf", "tests/test_flash_attention_triton.py",
                                                   "-k", "compiled", "-p", "no:cacheprovider"], 300,
                     env={"TRITON_INTERPRET": "0"}))
     out.append(Step("bench-flash_attention", "bench", [sys.executable, "scripts/bench.py", "flash_attention"], 300))

@@ -158,3 +158,57 @@ def test_smoke_run_through_harness(arm, run_opts):
     assert (run_dir / "reconstructions.png").is_file() == (record.config["pretrain_steps"] > 0)
     assert ("pretrain_loss" in record.curves) == (record.config["pretrain_steps"] > 0)
     assert "probe_loss" in record.curves and "finetune_loss" in record.curves
+
+
+@pytest.mark.parametrize("ratio, kept", [(0.25, 48), (0.5, 32), (0.75, 16), (0.9, 6)])
+def test_masking_of_64_patches_keeps_the_paper_count(ratio, kept):
+    """The mini tier's 64 patches (32x32 images, 4x4 patches): exactly int((1 - r) * 64) visible."""
+    _, mask, _ = mae.random_masking(torch.randn(7, 64, 3), ratio)
+    assert ((mask == 0).sum(1) == kept).all()
+
+
+def test_pretrain_loss_matches_a_naive_loop():
+    """The model's loss from its own prediction, recomputed by loops over images and patches:
+    each removed patch's pixels (in [-1, 1]) standardised by that patch's own mean and unbiased
+    variance, squared error averaged over pixels, then over the removed patches only."""
+    torch.manual_seed(0)
+    model = mae.build(mae.Config(**TINY))
+    x = torch.rand(2, 3, 16, 16)
+    loss, pred, mask = model.pretrain_loss(x, torch.rand(2, 16))
+    total, count = 0.0, 0
+    for n in range(2):
+        for i in range(4):
+            for j in range(4):
+                k = 4 * i + j
+                if mask[n, k] == 0:
+                    continue
+                patch = (x[n, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4] * 2 - 1).permute(1, 2, 0).reshape(-1).tolist()
+                m = sum(patch) / len(patch)
+                v = sum((p - m) ** 2 for p in patch) / (len(patch) - 1)
+                target = [(p - m) / math.sqrt(v + 1e-6) for p in patch]
+                total += sum((a - b) ** 2 for a, b in zip(pred[n, k].tolist(), target)) / len(target)
+                count += 1
+    assert count == 2 * 12 and loss.item() == pytest.approx(total / count, rel=1e-5)
+
+
+def test_global_pool_reads_unnormalised_tokens_through_a_new_norm():
+    """Fine-tuning's features (the authors' global_pool): the mean of the patch tokens before the
+    encoder's final LayerNorm, through `fc_norm`; the final norm (pre-training's) plays no part."""
+    torch.manual_seed(0)
+    enc = mae.build(mae.Config(**TINY)).encoder
+    with torch.no_grad():
+        enc.norm.weight.mul_(3.0)
+        enc.fc_norm.weight.uniform_(0.5, 1.5)
+        enc.fc_norm.bias.uniform_(-0.5, 0.5)
+    x = torch.rand(3, 3, 16, 16)
+    z = torch.cat([(enc.cls_token + enc.pos_embed[:, :1]).expand(3, -1, -1), enc.embed(x)], dim=1)
+    for block in enc.blocks:
+        z = block(z)
+    pooled = z[:, 1:].mean(1)
+    expected = (pooled - pooled.mean(-1, keepdim=True)) / (pooled.var(-1, unbiased=False, keepdim=True) + 1e-6).sqrt()
+    expected = expected * enc.fc_norm.weight + enc.fc_norm.bias
+    assert torch.allclose(enc.features(x), expected, atol=1e-5)
+    assert not torch.allclose(enc.features(x), enc.forward_features(x)[:, 1:].mean(1), atol=1e-3)
+    off = mae.build(mae.Config(**TINY, global_pool=False)).encoder
+    assert not hasattr(off, "fc_norm")
+    assert torch.allclose(off.features(x), off.forward_features(x)[:, 1:].mean(1))

@@ -15,7 +15,9 @@ Section 3 of the paper, top to bottom:
 After pre-training on unlabeled images the encoder is evaluated both ways the paper does
 (Section 4): by a linear probe on a frozen copy of it (BatchNorm without affine, a linear
 classifier: `probe_logits`) and by fine-tuning the whole encoder with a linear head (layer-wise
-learning-rate decay, label smoothing: `predict_logits`). With `pretrain_steps = 0` the same run
+learning-rate decay, label smoothing: `predict_logits`). Both read the authors' pooled features
+(`Encoder`, their `global_pool`): the mean of the patch tokens before the encoder's final
+LayerNorm, through a new LayerNorm. With `pretrain_steps = 0` the same run
 is the ViT trained from scratch (and a linear probe of its random initial features).
 """
 
@@ -33,6 +35,7 @@ from evals.contract import SafetensorsModule
 from evals.tasks.image_loaders import image_dataset
 from reproductions.common.training import restore, snapshot
 from reproductions.vit import classify, vit
+from reproductions.vit.classify import channels, num_classes
 from reproductions.vit.model import Block, ViT, init_weights, patchify, unpatchify
 
 
@@ -49,6 +52,7 @@ class Config(vit.Config):
     dropout: float = 0.0
     head_hidden: int = 0
     pool: str = "mean"
+    global_pool: bool = True               # pool="mean": the mean of the un-normalised patch tokens, then a new LayerNorm
     # fine-tuning
     steps: int = 125_114                   # 100 epochs of 1,281,167 images at batch 1024
     batch_size: int = 1024
@@ -76,6 +80,34 @@ class Config(vit.Config):
     pretrain_warmup_steps: int = 12_511    # 40 epochs
     pretrain_shift: int = 0                # in-memory data: random translation in pre-training
     reconstructions: int = 8               # images in the run dir's reconstructions.png
+
+
+class Encoder(ViT):
+    """The ViT encoder with the authors' fine-tuning pooling (`global_pool`, their models_vit.py):
+    the features are the mean of the patch tokens as the last block leaves them (before the
+    encoder's final LayerNorm, which only pre-training's decoder reads), through a new LayerNorm
+    `fc_norm`. With `global_pool` off (or pool="cls") it is the ViT's own `features`."""
+
+    def __init__(self, *args, global_pool: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.global_pool = global_pool and self.pool == "mean"
+        if self.global_pool:
+            self.fc_norm = nn.LayerNorm(self.dim, eps=1e-6)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.global_pool:
+            return super().features(images)
+        tokens = self.embed(images)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        x = self.drop(torch.cat([cls, tokens], dim=1))
+        for block in self.blocks:
+            x = block(x)
+        return self.fc_norm(x[:, 1:].mean(1))
+
+
+def build_encoder(cfg: Config) -> Encoder:
+    return Encoder(cfg.image_size, cfg.patch_size, channels(cfg), num_classes(cfg), cfg.dim, cfg.depth, cfg.heads,
+                   cfg.mlp_dim, cfg.dropout, cfg.head_hidden, cfg.pool, global_pool=cfg.global_pool)
 
 
 def sincos_pos_embed(dim: int, grid: int, cls_token: bool = True) -> torch.Tensor:
@@ -138,7 +170,7 @@ class MAE(SafetensorsModule):
     def __init__(self, cfg: Config):
         super().__init__()
         self.mask_ratio, self.norm_pix = cfg.mask_ratio, cfg.norm_pix_loss
-        self.encoder: ViT = vit.build(cfg)
+        self.encoder = build_encoder(cfg)
         grid = cfg.image_size // cfg.patch_size
         self.encoder.pos_embed.data.copy_(sincos_pos_embed(cfg.dim, grid))
         self.encoder.pos_embed.requires_grad_(False)  # fixed in pre-training, tuned in fine-tuning
@@ -153,7 +185,7 @@ class MAE(SafetensorsModule):
         for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             init_weights(m)
         if cfg.probe_steps:  # the linear probe: BatchNorm without affine parameters, then a linear classifier
-            self.probe_encoder = vit.build(cfg).requires_grad_(False)
+            self.probe_encoder = build_encoder(cfg).requires_grad_(False)
             self.probe_norm = nn.BatchNorm1d(cfg.dim, affine=False, eps=1e-6)
             self.probe = nn.Linear(cfg.dim, self.encoder.head.out_features)
             init_weights(self.probe)
@@ -238,7 +270,7 @@ def build(cfg: Config) -> MAE:
 def pretrain(model: MAE, ds: Dataset, cfg: Config, run) -> None:
     """Section 3 on unlabeled images: AdamW (beta2 0.95), warm-up then cosine decay."""
     data_cfg = dataclasses.replace(cfg, batch_size=cfg.pretrain_batch_size, random_shift=cfg.pretrain_shift)
-    groups = classify.param_groups(model, cfg.pretrain_weight_decay, exclude=("probe", "encoder.head"))
+    groups = classify.param_groups(model, cfg.pretrain_weight_decay, exclude=("probe", "encoder.head", "encoder.fc_norm"))
     opt = torch.optim.AdamW(groups, lr=cfg.pretrain_lr, betas=(0.9, cfg.pretrain_beta2))
     parts = {"model": model, "opt": opt}
     step = 0

@@ -39,12 +39,14 @@ WIDTHS = (1400, 390)   # a desktop and a phone
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The site built from fixture records: SAC's mini tier reproduced (3 seeds, ours and SB3), one
+    """The site built from fixture records: SAC's mini tier reproduced (3 seeds, all four arms), one
     record's hardware a string with a script in it, every evaluation with 500 outputs."""
     root = tmp_path_factory.mktemp("site")
     sac = load_spec("sac")
     values = {("ours", s): v for s, v in ((1, -150.0), (2, -160.0), (3, -140.0))}
-    values |= {("sb3", s): v for s, v in ((1, -155.0), (2, -165.0), (3, -150.0))}
+    values |= {("ours_idp", s): v for s, v in ((1, 9000.0), (2, 9100.0), (3, 8900.0))}
+    values |= {("fixed_idp", s): v for s, v in ((1, 8000.0), (2, 8200.0), (3, 7800.0))}
+    values |= {("td3_idp", s): v for s, v in ((1, 7000.0), (2, 7300.0), (3, 6900.0))}
     outputs = {"outputs": [f"output {i}" for i in range(500)]}
     write_records(root / "results", sac, "mini", values, protocol=outputs,
                   hardware={"cpu": f"Fixture CPU {SCRIPT}", "cpu_count": 2})
@@ -170,7 +172,7 @@ def test_site_in_a_real_browser(server, tmp_path):
         # no mini number in the paper's setting: SAC's mini claim is in its claim, the published
         # number stands alone until a full-tier run counts
         claim = _cells(page, "claim")["sac"]
-        assert "mean -150 [-160, -140]" in claim and "✓" in claim
+        assert "difference 1,800 [1,720, 1,880]" in claim and "✓" in claim
         assert set(_cells(page, "ours, full tier").values()) == {""} and set(_cells(page, "gap").values()) == {""}
         assert "-150" not in _cells(page, "paper's setting")["sac"]
 

@@ -1,12 +1,16 @@
 """DQN: its math against direct computations, the Atari pipeline, the evaluator, smoke runs."""
 
+import copy
 import dataclasses
+import importlib
+import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from gymnasium.wrappers import ClipReward
+from stable_baselines3.common.logger import Logger
 
 from evals import cli
 from evals.config import resolve
@@ -18,7 +22,7 @@ from evals.spec import load_spec
 from evals.tasks.atari import is_atari, make_atari
 from evals.tasks import minatar
 from reproductions.common.conv_torso import ConvTorso
-from reproductions.dqn import dqn, random_policy, sb3_baseline
+from reproductions.dqn import dqn, random_policy, sb3_baseline, sb3_mse
 from tests.factories import interrupt
 
 
@@ -195,6 +199,77 @@ def test_mlp_widths_are_cleanrl_s():
     assert agent.num_parameters() == 4 * 120 + 120 + 120 * 84 + 84 + 84 * 2 + 2
     sb3 = sb3_baseline.build(dqn.Config(env_id="CartPole-v1", hidden=120, hidden2=84))
     assert sb3.num_parameters() == agent.num_parameters()
+
+
+# -- the SB3 arms: the config's hyper-parameters, and on CartPole the config's loss ---------------
+def _mini(arm):
+    return resolve(load_spec("dqn"), "mini", arm, 1, {})
+
+
+@pytest.mark.parametrize("module", [sb3_baseline, sb3_mse])
+def test_sb3_hyper_parameters_are_the_config_s(module):
+    cfg = dataclasses.replace(_mini("ours").config, loss="huber")  # CleanRL's CartPole setting (sb3_baseline: Huber only)
+    m = module.build(cfg).model
+    assert (m.learning_rate, m.buffer_size, m.learning_starts, m.batch_size, m.gamma, m.tau) == (
+        cfg.lr, cfg.buffer_size, cfg.learning_starts, cfg.batch_size, cfg.gamma, 1.0)
+    assert (m.train_freq.frequency, m.train_freq.unit.value, m.gradient_steps) == (cfg.train_freq, "step", cfg.gradient_steps)
+    assert m.target_update_interval == cfg.target_update_interval and m.max_grad_norm == math.inf
+    for step in [0, 10_000, 125_000, 250_000, 400_000]:  # SB3's schedule takes the fraction of training left
+        assert m.exploration_schedule(1 - step / cfg.total_steps) == pytest.approx(dqn.epsilon_at(step, cfg))
+    assert type(m.policy.optimizer) is torch.optim.Adam and m.policy.optimizer.defaults["lr"] == cfg.lr
+
+
+def test_sb3_cartpole_arm_runs_ours_setting_loss_included():
+    # v2's first sb3 records ran SB3's Huber loss under this setting (tuned for the squared error):
+    # the Q-values diverged and every seed scored 9.4, a one-action policy.
+    ours, sb3 = _mini("ours"), _mini("sb3")
+    assert sb3.config == ours.config and ours.config.loss == "mse"
+    assert isinstance(importlib.import_module(sb3.module).build(sb3.config).model, sb3_mse.SquaredErrorDQN)
+
+
+def _sb3_with_memory(loss):
+    cfg = dqn.Config(env_id="CartPole-v1", hidden=16, optimizer="adam", lr=1e-2, batch_size=32, learning_starts=0,
+                     total_steps=1000, loss=loss)
+    m = sb3_mse.build(cfg, seed=0).model
+    m.set_logger(Logger(None, []))
+    rng = np.random.default_rng(0)
+    for _ in range(64):  # rewards large enough that the Huber loss and the squared error differ
+        m.replay_buffer.add(rng.normal(size=(1, 4)).astype(np.float32), rng.normal(size=(1, 4)).astype(np.float32),
+                            rng.integers(2, size=(1, 1)), rng.normal(0, 5, size=1).astype(np.float32),
+                            rng.random(1) < 0.2, [{}])
+    return m
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_sb3_update_is_eq3_with_the_config_s_loss(loss):
+    m = _sb3_with_memory(loss)
+    assert type(m) is (sb3_mse.SquaredErrorDQN if loss == "mse" else sb3_mse.SB3DQN)
+    q, q_target = copy.deepcopy(m.q_net), copy.deepcopy(m.q_net_target)
+    np.random.seed(0)
+    batch = m.replay_buffer.sample(32)
+    np.random.seed(0)  # SB3 samples with numpy's global generator: the same batch
+    m.train(gradient_steps=1, batch_size=32)
+    with torch.no_grad():
+        y = dqn.q_target(batch.rewards.squeeze(1), batch.dones.squeeze(1), q_target(batch.next_observations), 0.99)
+    q_taken = q(batch.observations).gather(1, batch.actions.long()).squeeze(1)
+    expected = dqn.td_loss(q_taken, y, loss)
+    assert m.logger.name_to_value["train/loss"] == pytest.approx(expected.item(), rel=1e-5)
+    other = dqn.td_loss(q_taken, y, "huber" if loss == "mse" else "mse")
+    assert abs(other.item() - expected.item()) > 1.0  # the two losses are told apart here
+    opt = torch.optim.Adam(q.parameters(), lr=1e-2)
+    expected.backward()
+    opt.step()
+    for ours, theirs in zip(q.parameters(), m.q_net.parameters(), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-6)
+    with pytest.raises(ValueError, match="loss"):
+        sb3_mse.build(dqn.Config(env_id="CartPole-v1", loss="l1"))
+
+
+def test_sb3_mse_arm_runs_through_the_harness(run_opts):
+    job = dataclasses.replace(smoke("sb3", loss="mse"), module="reproductions.dqn.sb3_mse")
+    rec = load_record(run_one(job, run_opts))
+    assert rec.status == "ok", rec.error
+    assert "loss" in rec.curves and "reproductions/dqn/sb3_mse.py" in rec.provenance.source_files
 
 
 def test_random_policy_is_uniform_seeded_and_saved(tmp_path):

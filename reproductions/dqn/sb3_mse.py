@@ -14,42 +14,27 @@ schedule and target copies, with the hyper-parameters mapped as `sb3_baseline.py
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from unittest import mock
 
-import numpy as np
-import torch
 import torch.nn.functional as F
 from stable_baselines3 import DQN as SB3DQN
+from stable_baselines3.dqn import dqn as sb3_dqn_module
 
 from evals.tasks.atari import make_agent_env
 from reproductions.common.sb3 import Logging, SB3Agent, learn
 from reproductions.dqn.dqn import Config, data_fingerprint, required_data  # noqa: F401  (the contract's hooks)
 from reproductions.dqn.sb3_baseline import LOGGED, policy_kwargs
 
+
 class SquaredErrorDQN(SB3DQN):
-    """SB3's DQN with the squared error of eq. (3). `train` is SB3 2.x's `DQN.train` with one change,
-    the loss; its other lines are SB3's."""
+    """SB3's DQN with the squared error of eq. (3): SB3's own `train`, run with the name its module
+    calls for the loss, `F.smooth_l1_loss`, bound to `F.mse_loss` (in SB3's module only, for the call)."""
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        losses = []
-        for _ in range(gradient_steps):
-            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-            with torch.no_grad():
-                next_q_values, _ = self.q_net_target(replay_data.next_observations).max(dim=1)
-                next_q_values = next_q_values.reshape(-1, 1)
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
-            current_q_values = torch.gather(self.q_net(replay_data.observations), dim=1, index=replay_data.actions.long())
-            loss = F.mse_loss(current_q_values, target_q_values)  # SB3: F.smooth_l1_loss
-            losses.append(loss.item())
-            self.policy.optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
-        self._n_updates += gradient_steps
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", np.mean(losses))
+        squared_error = SimpleNamespace(**{**vars(F), "smooth_l1_loss": F.mse_loss})
+        with mock.patch.object(sb3_dqn_module, "F", squared_error):
+            super().train(gradient_steps, batch_size)
 
 
 def sb3_class(loss: str) -> type[SB3DQN]:

@@ -19,7 +19,7 @@ from evals.tier_runner import job_list, launch, run_one
 from evals.spec import Target, load_spec
 from evals.stats import bootstrap_ci, check_target
 from evals.status import current_source_hash, tier_status
-from tests.factories import interrupt, make_record
+from tests.factories import interrupt, make_record, sac_floor_spec
 
 
 def smoke(arm="ours", seed=1, **overrides):
@@ -128,7 +128,7 @@ def test_target_tests():
 
 def test_status_from_records():
 
-    spec = load_spec("sac")
+    spec = sac_floor_spec()
     good = current_source_hash("reproductions.sac")
 
     def rec(seed, value, source=good, arm="ours"):

@@ -31,7 +31,7 @@ from evals.verify.checks import MAX_RECORD_BYTES
 from evals.verify.repo import changed_records, rotating_sample
 from evals.verify.report import RecordReport, shown
 from evals.verify.rerun import compare_curves, mean_difference_ci, safetensors_problem
-from tests.factories import make_record
+from tests.factories import make_record, sac_floor_spec
 
 
 def git(repo, *args):
@@ -272,7 +272,7 @@ def test_timestamps_and_curve_order(work):
 
 def test_stale_record_is_a_warning_not_a_failure(work, monkeypatch):
     opts, path, _ = work
-    monkeypatch.setattr(load_spec("sac"), "version", 2)
+    monkeypatch.setattr(load_spec("sac"), "version", load_spec("sac").version + 1)
     report = verify([path], opts)
     assert report.ok and report.records[0].stale
     assert [(w.check, w.field) for w in report.records[0].warnings] == [("stale", "provenance.spec_version")]
@@ -321,7 +321,7 @@ def full(made, tmp_path_factory):
         targets=_own_target_checks("sac", "full", "ours_hopper", metrics),
         provenance=Provenance(
             git_revision=git(repo, "rev-parse", "HEAD"), git_dirty=False, source_hash=current_source_hash(resolved.module),
-            source_files=sorted(provenance.source_files(resolved.module)), spec_version=1, packages=provenance.packages(),
+            source_files=sorted(provenance.source_files(resolved.module)), spec_version=load_spec("sac").version, packages=provenance.packages(),
             hardware=provenance.hardware("cpu"), started_at=(now - timedelta(seconds=10)).isoformat(),
             finished_at=now.isoformat(), wall_time_s=5.0, train_time_s=4.0, eval_time_s=0.5, harness_overhead_s=0.01,
             deterministic=False, checkpoint_sha256=sha),
@@ -451,7 +451,7 @@ def test_rotating_sample_covers_every_record_in_turn():
 
 
 def test_status_waits_for_the_minimum_number_of_seeds():
-    spec = load_spec("sac")
+    spec = sac_floor_spec()
     current = current_source_hash("reproductions.sac")
 
     def rec(seed):

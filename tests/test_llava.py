@@ -149,20 +149,26 @@ def test_stage1_trains_only_the_projector_and_the_vision_tower_stays_frozen():
     assert not any(p.requires_grad for p in model.vision.parameters())
 
 
+def drawn_objects(image: torch.Tensor, tol: float = 1e-6) -> set[tuple[int, int]]:
+    """The (colour index, 3x3 cell) of each colour drawn in `image` (3 x H x W): the cell of the
+    centre of mass of its pixels."""
+    rgb = torch.tensor([RGB[c] for c in COLOURS])
+    drawn = set()
+    for c in range(len(COLOURS)):
+        hit = (image - rgb[c][:, None, None]).abs().amax(0) < tol                # H x W: pixels of colour c
+        if hit.any():
+            ys, xs = hit.nonzero().float().mean(0) / image.shape[-1]          # the colour's centre of mass
+            drawn.add((c, int(ys * 3) * 3 + int(xs * 3)))
+    return drawn
+
+
 def test_generated_scenes_match_their_pixels_and_answers():
     """Each described object's colour is drawn in its cell, no other colour is; answers follow
     from the scene by rules written here afresh."""
     data = vqa.make_visual_qa(200, size=48, split="test")
-    rgb = torch.tensor([RGB[c] for c in COLOURS])
     for i, scene in enumerate(data.scenes):
         assert len({c for c, _, _ in scene.objects}) == len(scene.objects) == len({s for _, s, _ in scene.objects})
-        drawn = set()
-        for c in range(len(COLOURS)):
-            hit = (data.images[i] - rgb[c][:, None, None]).abs().amax(0) < 1e-6    # H x W: pixels of colour c
-            if hit.any():
-                ys, xs = hit.nonzero().float().mean(0) / 48                    # the colour's centre of mass
-                drawn.add((c, int(ys * 3) * 3 + int(xs * 3)))
-        assert drawn == {(c, cell) for c, _, cell in scene.objects}           # each object's colour, in its cell
+        assert drawn_objects(data.images[i]) == {(c, cell) for c, _, cell in scene.objects}   # each colour, in its cell
         for kind, q, a in data.conversations[i]:
             words = q.split()
             if kind == "count":
@@ -180,6 +186,43 @@ def test_generated_scenes_match_their_pixels_and_answers():
                 present = f"{words[3]} {words[4]}" in [f"{COLOURS[c]} {SHAPES[s]}" for c, s, _ in scene.objects]
                 assert a == ("yes" if present else "no")
     assert all(k != "shape" for c in vqa.make_visual_qa(100).conversations for k, _, _ in c)   # held out of training
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_scenes_are_prefix_stable(split):
+    """Scene i, its image and its conversation are the same whatever the number of scenes drawn."""
+    small, large = vqa.make_visual_qa(5, split=split), vqa.make_visual_qa(50, split=split)
+    assert torch.equal(small.images, large.images[:5])
+    assert small.scenes == large.scenes[:5] and small.conversations == large.conversations[:5]
+    assert small.image_first == large.image_first[:5]
+
+
+CELL_OF = {"at the top left": 0, "at the top": 1, "at the top right": 2, "on the left": 3, "in the center": 4,
+           "on the right": 5, "at the bottom left": 6, "at the bottom": 7, "at the bottom right": 8}
+
+
+def test_example_images_show_the_scenes_of_the_example_conversations(tmp_path):
+    """The k-th picture of `examples.png` (what a run publishes beside its record) is the scene of
+    the k-th example conversation the evaluator keeps in the record (its first test scenes of a
+    larger draw): the picture's pixels are that scene's, and the colours drawn in its cells are the
+    ones the conversation's scene description names."""
+    import numpy as np
+    from PIL import Image
+
+    n = 6
+    L.save_examples(tmp_path / "examples.png", TINY, n=n)
+    grid = torch.from_numpy(np.array(Image.open(tmp_path / "examples.png").convert("RGB"))).permute(2, 0, 1) / 255
+    examples = visual_qa(_Echo(set()), TINY, VisualQAOptions(n=50, batch_size=50, examples=n)).protocol["examples"]
+    data = vqa.make_visual_qa(50, TINY.image_size, split="test")
+    side, pad = 4 * TINY.image_size, 2                                     # save_examples: 4x enlarged, padding 2
+    assert grid.shape[1:] == (side + 2 * pad, n * (side + pad) + pad) and len(examples) == n
+    for k, example in enumerate(examples):
+        left = pad + k * (side + pad)
+        tile = grid[:, pad:pad + side, left:left + side][:, ::4, ::4]
+        assert (tile - data.images[k]).abs().max() <= 0.5 / 255 + 1e-6     # 8-bit PNG of the evaluated scene
+        named = {(COLOURS.index(words[1]), CELL_OF[" ".join(words[3:])])
+                 for words in (obj.split() for obj in example["scene"].split(" , "))}
+        assert drawn_objects(tile, tol=0.01) == named
 
 
 class _Echo:

@@ -140,7 +140,9 @@ def make_visual_qa(n: int, size: int = 32, split: str = "train", seed: int | Non
                    types: tuple[str, ...] | None = None, turns: int = TURNS) -> VisualQA:
     """`n` scenes with their images and a conversation of `turns` turns each, types drawn without
     repetition from `types` (default: `TRAIN_TYPES` for 'train', every type for 'test'), from a
-    numpy Generator seeded by `seed` (default: the split's stream)."""
+    numpy Generator seeded by `seed` (default: the split's stream). The generator is read scene by
+    scene, so the first k scenes are the same whatever `n` (prefix-stable): a small draw (the paper
+    page's example images) shows the scenes a large one (the evaluator's) begins with."""
     if split not in SEEDS:
         raise ValueError(f"make_visual_qa: split {split!r} is not one of {tuple(SEEDS)}")
     if n < 0 or size < 12:
@@ -149,16 +151,34 @@ def make_visual_qa(n: int, size: int = 32, split: str = "train", seed: int | Non
     if turns > len(types):
         raise ValueError(f"make_visual_qa: {turns} turns need as many question types, got {types}")
     rng = np.random.default_rng(SEEDS[split] if seed is None else seed)
-    counts = rng.integers(1, len(COUNTS) + 1, size=n)
-    colours = np.argsort(rng.random((n, len(COLOURS))), axis=1)[:, :3]
-    shapes = np.argsort(rng.random((n, len(SHAPES))), axis=1)[:, :3]
-    cells = np.argsort(rng.random((n, 9)), axis=1)[:, :3]
-    size_idx = rng.integers(len(SIZES), size=n)
-    radius = np.array([RADIUS[SIZES[i]] for i in size_idx]) * rng.uniform(0.9, 1.1, size=n)
-    jitter = rng.uniform(-0.06, 0.06, size=(n, 3, 2))
-    bg_level = rng.uniform(0.0, 0.15, size=n)
-    image_first = rng.random(n) < 0.5
-
+    # scene by scene, its layout then its conversation, so that scene i is the same whatever n
+    counts = np.empty(n, dtype=np.int64)
+    colours, shapes, cells = (np.empty((n, 3), dtype=np.int64) for _ in range(3))
+    radius, bg_level, jitter = np.empty(n), np.empty(n), np.empty((n, 3, 2))
+    image_first = np.empty(n, dtype=bool)
+    scenes, conversations = [], []
+    for i in range(n):
+        counts[i] = rng.integers(1, len(COUNTS) + 1)
+        colours[i] = rng.permutation(len(COLOURS))[:3]
+        shapes[i] = rng.permutation(len(SHAPES))[:3]
+        cells[i] = rng.permutation(9)[:3]
+        radius[i] = RADIUS[SIZES[int(rng.integers(len(SIZES)))]] * rng.uniform(0.9, 1.1)
+        jitter[i] = rng.uniform(-0.06, 0.06, size=(3, 2))
+        bg_level[i] = rng.uniform(0.0, 0.15)
+        image_first[i] = rng.random() < 0.5
+        objs = sorted((int(colours[i, j]), int(shapes[i, j]), int(cells[i, j])) for j in range(counts[i]))
+        scene = Scene(sorted(objs, key=lambda o: o[2]))
+        turns_of: list[tuple[str, str, str]] = []
+        for kind in rng.permutation(np.array(types)):
+            if len(turns_of) == turns:
+                break
+            qa = _question(str(kind), scene, rng)
+            if qa is not None:
+                turns_of.append((str(kind), *qa))
+        if len(turns_of) < turns:
+            raise ValueError(f"make_visual_qa: scene {i} has fewer than {turns} askable types among {types}")
+        scenes.append(scene)
+        conversations.append(turns_of)
     # drawing: as captioned_shapes, one colour per object
     cx = (cells % 3 + 0.5) / 3 + jitter[..., 0]
     cy = (cells // 3 + 0.5) / 3 + jitter[..., 1]
@@ -178,21 +198,6 @@ def make_visual_qa(n: int, size: int = 32, split: str = "train", seed: int | Non
         colour = rgb[torch.from_numpy(colours[:, j])]
         images = torch.where(mask[:, None], colour[:, :, None, None], images)
 
-    scenes, conversations = [], []
-    for i in range(n):
-        objs = sorted((int(colours[i, j]), int(shapes[i, j]), int(cells[i, j])) for j in range(counts[i]))
-        scene = Scene(sorted(objs, key=lambda o: o[2]))
-        turns_of: list[tuple[str, str, str]] = []
-        for kind in rng.permutation(np.array(types)):
-            if len(turns_of) == turns:
-                break
-            qa = _question(str(kind), scene, rng)
-            if qa is not None:
-                turns_of.append((str(kind), *qa))
-        if len(turns_of) < turns:
-            raise ValueError(f"make_visual_qa: scene {i} has fewer than {turns} askable types among {types}")
-        scenes.append(scene)
-        conversations.append(turns_of)
     return VisualQA(images.contiguous(), scenes, conversations, [bool(x) for x in image_first])
 
 

@@ -422,7 +422,8 @@ def train(cfg: Config, run) -> LLaVA:
 
 def save_examples(path, cfg: Config, n: int = 6) -> None:
     """The first `n` test scenes, 4x enlarged, left to right: the images of the example
-    conversations the `visual_qa` evaluator decodes into the record's protocol."""
+    conversations the `visual_qa` evaluator decodes into the record's protocol (the test stream is
+    prefix-stable, so these are the first scenes of the evaluator's larger draw)."""
     from torchvision.utils import save_image
 
     images = vqa.make_visual_qa(n, cfg.image_size, split="test").images

@@ -1,6 +1,9 @@
 """Deep RL from Human Preferences: eq. (1) and the reward-model loss against naive formulas and
 torch's BCE, the synthetic oracle (and its noise rate), ensemble-disagreement queries on hand
-cases, reward normalisation, the label schedule, the fit, and a tiny end-to-end run."""
+cases, reward normalisation, the label schedule, the fit, a tiny end-to-end run, and the wiring to
+the project's PPO: the registered env's reward is the ensemble's normalised prediction, the oracle
+sees the true returns, refits follow the schedule, the normalisation is SB3's VecNormalize's, and
+the true-reward arm is plain `ppo.train`."""
 
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ import torch.nn.functional as F
 
 from evals.contract import QuietRun
 from evals.evaluators import REGISTRY, _load_builtin, derived_metrics
-from reproductions.rlhf.rlhf import (Config, Preferences, RewardEnsemble, build, disagreement, fit, label_schedule,
-                                     oracle_labels, preference_loss, preference_probability, renormalise,
-                                     select_queries, train)
+from reproductions.ppo import ppo as ppo_paper
+from reproductions.rlhf.rlhf import (Config, Feedback, Labeller, Preferences, RewardEnsemble, build, disagreement, fit,
+                                     label_schedule, oracle_labels, ppo_config, preference_loss, preference_probability,
+                                     random_policy_segments, register_env, renormalise, select_queries, train)
 
 
 def test_bradley_terry_probability_is_the_naive_softmax_over_summed_rewards():
@@ -158,3 +162,114 @@ def test_tiny_end_to_end_run_is_scored_and_round_trips(tmp_path):
     true_agent = train(Config(**{**cfg.__dict__, "reward": "true"}), QuietRun(seed=3))
     res = ev(true_agent, cfg, ev.options.model_validate({"episodes": 2}))
     assert "pair_accuracy" not in res.metrics and "return_gain" in res.metrics
+
+
+# -- the wiring to the project's PPO ------------------------------------------------------------------
+def _learned_feedback(cfg: Config, seed: int = 0):
+    """A Feedback whose ensemble has been fit once on random-policy labels (as before RL)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ens = RewardEnsemble(2 + 10, cfg.ensemble, cfg.rm_hidden)
+    labeller = Labeller(ens, cfg, QuietRun(seed=seed), rng)
+    pool = random_policy_segments(cfg, 16, seed, rng)
+    labeller.ask(pool, 8, disagreement_queries=False)
+    labeller.refit(0, pool, 5)
+    return Feedback(cfg, 10, labeller, QuietRun(seed=seed))
+
+
+def _rollout(env, seed: int, steps: int):
+    obs, _ = env.reset(seed=seed)
+    actions = np.random.default_rng(seed).uniform(-1, 1, (steps, 2)).astype(np.float32)
+    out = []
+    for a in actions:
+        obs, r, term, trunc, info = env.step(a)
+        out.append((a, obs, r, term or trunc, info))
+        if term or trunc:
+            env.reset()
+    return out
+
+
+def test_registered_env_pays_the_ensembles_normalised_prediction_and_the_oracle_sees_true_returns():
+    import gymnasium as gym
+    cfg = Config(normalize=False, ensemble=2, segment_length=25, labels=40, refit_every=10**9)
+    fb = _learned_feedback(cfg)
+    env_id = register_env(cfg, fb)
+    try:
+        env = gym.make(env_id)
+        assert env.unwrapped.__class__.__name__ == "ReacherEnv" and env.get_wrapper_attr("feedback") is fb
+        wrapped = _rollout(env, 5, 100)
+    finally:
+        del gym.registry[env_id]
+    plain = _rollout(gym.make("Reacher-v5"), 5, 100)
+    ens = fb.labeller.ensemble
+    for (a, obs, r, _, info), (_, obs0, r0, _, _) in zip(wrapped, plain):
+        assert np.array_equal(obs, obs0) and info["true_reward"] == r0
+        x = torch.as_tensor(np.concatenate([a, obs]).astype(np.float32))
+        with torch.no_grad():  # the mean over members of (raw - shift) / scale, written out
+            naive = sum((m.net((x - m.in_mean) / m.in_std) - m.out_shift) / m.out_scale for m in ens.members) / 2
+        assert r == pytest.approx(naive.item(), rel=1e-5, abs=1e-6) and r != pytest.approx(r0)
+    # two 50-step episodes, each cut into two 25-step segments whose true returns are the env's
+    true = [r0 for _, _, r0, _, _ in plain]
+    assert fb.recent.true_returns == pytest.approx([sum(true[i:i + 25]) for i in (0, 25, 50, 75)])
+    assert fb.steps == 100
+
+
+def test_normalisation_is_vecnormalizes_within_an_episode():
+    """Observation and return normalisation against SB3's VecNormalize on the same env, seed and actions."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    cfg = Config(reward="true", normalize=True)
+    fb = Feedback(cfg, 10, None, QuietRun())
+    env_id = register_env(cfg, fb)
+    try:
+        ours = _rollout(gym.make(env_id), 9, 45)
+    finally:
+        del gym.registry[env_id]
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Reacher-v5")]), gamma=cfg.gamma, clip_obs=10.0)
+    venv.seed(9)
+    venv.reset()
+    for a, obs, r, _, _ in ours:
+        obs_ref, r_ref, _, _ = venv.step(a[None])
+        assert np.allclose(obs, obs_ref[0], atol=1e-5) and r == pytest.approx(float(r_ref[0]), rel=1e-5)
+    assert np.allclose(fb.obs_rms.mean, venv.obs_rms.mean) and fb.ret_rms.var == pytest.approx(venv.ret_rms.var)
+
+
+def test_refits_follow_the_label_schedule_and_all_envs_share_the_labeller():
+    cfg = Config(env_id="Reacher-v5", total_steps=1536, num_envs=2, num_steps=128, epochs=1, labels=24,
+                 refit_every=256, rm_steps=2, rm_pretrain_steps=2, ensemble=2, segment_length=25)
+    logged = []
+
+    class Run(QuietRun):
+        def log(self, step, **values):
+            logged.append((step, values))
+
+    agent = train(cfg, Run(seed=4))
+    sched = label_schedule(cfg)
+    assert agent.feedback.refits == [t for t, _ in sched[1:]]
+    labels = [(step, v["labels"]) for step, v in logged if "labels" in v]
+    assert labels == [(t, float(sum(n for _, n in sched[:i + 1]))) for i, (t, _) in enumerate(sched)]
+    assert agent.feedback.steps == cfg.total_steps  # the two actors' steps, counted by the one Feedback
+    true_returns = [v["true_return"] for _, v in logged if "true_return" in v]
+    assert len(true_returns) == cfg.total_steps // 50 and all(r < 0 for r in true_returns)
+
+
+def test_true_reward_arm_is_plain_ppo_train_on_the_same_config_and_seed():
+    """Without normalisation the true-reward arm's env is the task itself: its policy is exactly the
+    one `ppo.train` learns on the task's own env id with the same config and seed."""
+    cfg = Config(env_id="Reacher-v5", total_steps=512, num_steps=256, epochs=2, reward="true", normalize=False)
+    torch.manual_seed(6)
+    ours = train(cfg, QuietRun(seed=6))
+    torch.manual_seed(6)
+    plain = ppo_paper.train(ppo_config(cfg), QuietRun(seed=6))
+    ref = plain.state_dict()
+    assert ours.policy.state_dict().keys() == ref.keys()
+    assert all(torch.equal(v, ref[k]) for k, v in ours.policy.state_dict().items())
+    # and a learned-reward arm on the same seed trains a different policy from the same initialisation
+    torch.manual_seed(6)
+    init = ppo_paper.build(ppo_config(cfg)).state_dict()
+    torch.manual_seed(6)
+    learned = train(Config(**{**cfg.__dict__, "reward": "learned", "labels": 8, "refit_every": 256, "rm_steps": 2,
+                              "rm_pretrain_steps": 2, "ensemble": 2}), QuietRun(seed=6))
+    assert not torch.equal(learned.policy.state_dict()["pi_net.0.weight"], ref["pi_net.0.weight"])
+    torch.manual_seed(6)
+    assert torch.equal(ppo_paper.build(ppo_config(cfg)).state_dict()["pi_net.0.weight"], init["pi_net.0.weight"])

@@ -24,30 +24,31 @@ The paper's equations and rules (Section 2.2):
 - the labelling schedule (Appendix A): a quarter of the labels before RL starts, from segments of a
   random policy, then a rate proportional to c / (T + c) in the environment steps T (c = 2*10^6).
 
-The policy is Stable-Baselines3's PPO as the project's PPO paper configures it
-(`reproductions.ppo.sb3_baseline.build`), run by the project's SB3 kit (`reproductions.common.sb3`);
-the learned reward replaces the environment's reward inside a VecEnv wrapper, which also collects
-the segments, asks the oracle and refits the ensemble every `refit_every` steps.
+The policy is trained by the project's PPO (`reproductions.ppo.ppo.train`, unchanged): the run
+registers a Gymnasium env id whose envs wrap the task (`PreferenceEnv`) so that the learned reward
+replaces the environment's reward, whole episodes are cut into segments, and the labels are asked
+and the ensemble refit as the schedule gives them; all envs of the run share one `Feedback` (the
+labeller, the step count, the normalisation statistics), and `ppo.train` makes its envs by that id.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
+from gymnasium.wrappers.utils import RunningMeanStd
 
 from evals.contract import SafetensorsModule
 from evals.tasks.atari import env_data_fingerprint as data_fingerprint  # noqa: F401  (the contract's data hooks)
 from evals.tasks.atari import env_required_data as required_data  # noqa: F401
 from evals.tasks.envs import episode_seed, make_env
-from reproductions.common.sb3 import Logging, learn
 from reproductions.ppo import ppo as ppo_paper
-from reproductions.ppo import sb3_baseline
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Config:
     rm_pretrain_steps: int = 1000     # Adam steps per member of the first fit, on the labels asked before RL
     l2_init: float = 1e-4             # initial l2 coefficient (on the sum of squared weights)
     l2_factor: float = 1.5            # its adjustment per refit to keep val loss in 1.1-1.5x train loss (1: fixed)
-    # PPO (reproductions/ppo, Table 3 of the PPO paper)
+    # PPO (reproductions/ppo/ppo.py's Config; the PPO paper's Table 3 MuJoCo setting)
+    num_envs: int = 1
     num_steps: int = 2048
     epochs: int = 10
     minibatch_size: int = 64
@@ -82,9 +84,11 @@ class Config:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_ratio: float = 0.2
+    vf_coef: float = 0.5
     ent_coef: float = 0.0
+    max_grad_norm: float | None = 0.5
     hidden: int = 64
-    normalize: bool = True            # VecNormalize: running observation and return normalisation (both arms)
+    normalize: bool = True            # running observation and return normalisation as VecNormalize (every arm)
 
 
 # -- the reward model: eq. (1), its loss, the ensemble ----------------------------------------------
@@ -272,10 +276,12 @@ def renormalise(ensemble: RewardEnsemble, inputs: torch.Tensor) -> None:
 
 # -- the agent --------------------------------------------------------------------------------------
 class RLHFAgent(SafetensorsModule):
-    """The trained policy (SB3's actor-critic with the observation normaliser it was trained with)
-    and, for learned-reward arms, the reward ensemble r_hat. Saved whole to safetensors."""
+    """The trained policy (the project's PPO actor-critic, `reproductions.ppo.ppo.ActorCritic`) with
+    the observation normaliser it was trained with and, for learned-reward arms, the reward ensemble
+    r_hat. Saved whole to safetensors."""
 
-    def __init__(self, policy: nn.Module, obs_dim: int, ensemble: RewardEnsemble | None, clip_obs: float = 10.0):
+    def __init__(self, policy: ppo_paper.ActorCritic, obs_dim: int, ensemble: RewardEnsemble | None,
+                 clip_obs: float = 10.0):
         super().__init__()
         self.policy = policy
         self.reward_model = ensemble
@@ -290,11 +296,9 @@ class RLHFAgent(SafetensorsModule):
 
     def act(self, obs: np.ndarray, deterministic: bool = True):
         obs = np.asarray(obs, dtype=np.float64)
-        if bool(self.normalize):  # as VecNormalize.normalize_obs (epsilon 1e-8)
-            mean, var = self.obs_mean.cpu().numpy(), self.obs_var.cpu().numpy()
-            obs = np.clip((obs - mean) / np.sqrt(var + 1e-8), -self.clip_obs, self.clip_obs)
-        action, _ = self.policy.predict(obs.astype(np.float32), deterministic=deterministic)
-        return action
+        if bool(self.normalize):
+            obs = normalise_obs(obs, self.obs_mean.cpu().numpy(), self.obs_var.cpu().numpy(), self.clip_obs)
+        return self.policy.act(obs.astype(np.float32), deterministic=deterministic)
 
     @torch.no_grad()
     def predicted_rewards(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
@@ -312,12 +316,18 @@ def features(actions: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
                            np.asarray(next_obs, dtype=np.float32).reshape(len(next_obs), -1)], axis=1)
 
 
-def ppo_config(cfg: Config) -> ppo_paper.Config:
-    """The PPO paper's Config for the policy learner (one actor)."""
-    return ppo_paper.Config(env_id=cfg.env_id, total_steps=cfg.total_steps, num_envs=1, num_steps=cfg.num_steps,
-                            epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, lr=cfg.lr, gamma=cfg.gamma,
-                            gae_lambda=cfg.gae_lambda, clip_ratio=cfg.clip_ratio, ent_coef=cfg.ent_coef,
-                            hidden=cfg.hidden, max_grad_norm=0.5)
+def normalise_obs(obs: np.ndarray, mean: np.ndarray, var: np.ndarray, clip: float) -> np.ndarray:
+    """Running observation normalisation, as SB3's VecNormalize (epsilon 1e-8, clipped)."""
+    return np.clip((obs - mean) / np.sqrt(var + 1e-8), -clip, clip)
+
+
+def ppo_config(cfg: Config, env_id: str | None = None) -> ppo_paper.Config:
+    """The PPO paper's Config for the policy learner, in `env_id` (default: the task's own env)."""
+    return ppo_paper.Config(env_id=env_id or cfg.env_id, total_steps=cfg.total_steps, num_envs=cfg.num_envs,
+                            num_steps=cfg.num_steps, epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, lr=cfg.lr,
+                            gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_ratio=cfg.clip_ratio,
+                            vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
+                            hidden=cfg.hidden)
 
 
 def _check(cfg: Config) -> None:
@@ -327,19 +337,24 @@ def _check(cfg: Config) -> None:
         raise ValueError(f"config field 'queries': {cfg.queries!r} is not 'disagreement' or 'random'")
 
 
-def build(cfg: Config, seed: int = 0, device: str = "cpu") -> RLHFAgent:
+def _dims(env_id: str) -> tuple[int, int]:
+    """(observation size, reward-model input size) of the task."""
+    env = make_env(env_id)
+    try:
+        obs_dim = int(np.prod(env.observation_space.shape))
+        return obs_dim, int(np.prod(env.action_space.shape)) + obs_dim
+    finally:
+        env.close()
+
+
+def build(cfg: Config) -> RLHFAgent:
     _check(cfg)
-    sb3 = sb3_baseline.build(ppo_config(cfg), seed=seed, device=device)
-    env = sb3.model.get_env()
-    obs_dim = int(np.prod(env.observation_space.shape))
-    n_in = int(np.prod(env.action_space.shape)) + obs_dim
+    obs_dim, n_in = _dims(cfg.env_id)
     ensemble = RewardEnsemble(n_in, cfg.ensemble, cfg.rm_hidden) if cfg.reward == "learned" else None
-    agent = RLHFAgent(sb3.model.policy, obs_dim, ensemble)
-    agent.sb3 = sb3  # not a module: the SB3 model that trains the policy (train only)
-    return agent
+    return RLHFAgent(ppo_paper.build(ppo_config(cfg)), obs_dim, ensemble)
 
 
-# -- the loop: segments, labels and refits inside the env -------------------------------------------
+# -- the loop: segments, labels and refits inside the env PPO trains in -----------------------------
 class Segments:
     """Whole episodes of one env cut into non-overlapping segments of k steps (the remainder
     dropped): their reward-model inputs (k, n_in) and true returns."""
@@ -393,45 +408,104 @@ class Labeller:
         self.run.log(step, labels=float(len(self.data)), **stats)
 
 
-class LearnedReward(VecEnvWrapper):
-    """Replaces the env's reward by r_hat(a_t, o_{t+1}) and, every `refit_every` steps, asks for the
-    labels the schedule gives to that step on segments collected since the last refit and refits
-    the ensemble (the paper's asynchronous processes, run in turn)."""
+class Feedback:
+    """What every env of one run shares (the vector env's actors, and the probe env `ppo.build`
+    makes for the spaces): the labeller (None on the true reward), the environment-step count, the
+    segments collected since the last refit, the label schedule, and the running statistics of the
+    observation and return normalisation."""
 
-    def __init__(self, venv, labeller: Labeller, cfg: Config):
-        super().__init__(venv)
-        self.labeller, self.cfg = labeller, cfg
-        self.schedule = dict(label_schedule(cfg))
+    def __init__(self, cfg: Config, obs_dim: int, labeller: Labeller | None, run):
+        self.cfg, self.labeller, self.run = cfg, labeller, run
+        self.schedule = dict(label_schedule(cfg)[1:]) if labeller is not None else {}
         self.steps = 0
         self.recent = Segments(cfg.segment_length)
-        self.episodes = [([], []) for _ in range(venv.num_envs)]
-        self.actions = None
+        self.refits: list[int] = []   # the steps at which the ensemble was refit during RL
+        self.obs_rms = RunningMeanStd(shape=(obs_dim,))
+        self.ret_rms = RunningMeanStd(shape=())
 
-    def reset(self):
-        return self.venv.reset()
+    def __deepcopy__(self, memo):
+        # gym.make deep-copies a registration's kwargs for each env: every env of the run must share this one
+        return self
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self.actions = actions
-        self.venv.step_async(actions)
-
-    def step_wait(self):
-        obs, true_rewards, dones, infos = self.venv.step_wait()
-        next_obs = np.stack([info["terminal_observation"] if done else o for o, done, info in zip(obs, dones, infos)])
-        x = features(self.actions, next_obs)
+    def reward(self, x: np.ndarray) -> float:
+        """r_hat of one transition's features (the ensemble's mean of its normalised members)."""
         with torch.no_grad():
-            rewards = self.labeller.ensemble(torch.as_tensor(x, device=self.labeller.device)).cpu().numpy()
-        for e, (inputs, rews) in enumerate(self.episodes):
-            inputs.append(x[e])
-            rews.append(true_rewards[e])
-            if dones[e]:
-                self.recent.add_episode(np.stack(inputs), np.array(rews))
-                self.episodes[e] = ([], [])
-        self.steps += self.num_envs
+            return float(self.labeller.ensemble(torch.as_tensor(x[None], device=self.labeller.device))[0])
+
+    def advance(self) -> None:
+        """One environment step taken; at a refit step of the schedule, ask for its labels on the
+        segments collected since the last refit and refit the ensemble (the paper's asynchronous
+        processes, run in turn)."""
+        self.steps += 1
         if self.steps in self.schedule and len(self.recent) >= 2:
             self.labeller.ask(self.recent, self.schedule[self.steps], self.cfg.queries == "disagreement")
             self.labeller.refit(self.steps, self.recent, self.cfg.rm_steps)
+            self.refits.append(self.steps)
             self.recent = Segments(self.cfg.segment_length)
-        return obs, rewards.astype(np.float32), dones, infos
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        if not self.cfg.normalize:
+            return obs
+        self.obs_rms.update(np.asarray(obs, dtype=np.float64)[None])
+        return normalise_obs(obs, self.obs_rms.mean, self.obs_rms.var, 10.0).astype(np.float32)
+
+
+class PreferenceEnv(gym.Wrapper):
+    """One actor's env. On learned-reward arms the env's reward is replaced by r_hat(a_t, o_{t+1})
+    (the true reward stays in info["true_reward"], for the oracle and the logs only) and whole
+    episodes are cut into segments for the labeller; then, with `normalize`, the observation and the
+    return are normalised by running statistics as SB3's VecNormalize does (the discounted return's
+    standard deviation scales the reward, clipped to +-10)."""
+
+    def __init__(self, env: gym.Env, feedback: Feedback):
+        super().__init__(env)
+        self.feedback = feedback
+        self.inputs: list[np.ndarray] = []
+        self.true_rewards: list[float] = []
+        self.discounted = 0.0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.inputs, self.true_rewards, self.discounted = [], [], 0.0
+        return self.feedback.observation(obs), info
+
+    def step(self, action):
+        fb = self.feedback
+        obs, true_reward, terminated, truncated, info = self.env.step(action)
+        info = {**info, "true_reward": float(true_reward)}
+        reward = float(true_reward)
+        self.true_rewards.append(float(true_reward))
+        if fb.labeller is not None:
+            x = features(np.asarray(action)[None], np.asarray(obs)[None])[0]
+            reward = fb.reward(x)
+            self.inputs.append(x)
+        if terminated or truncated:
+            fb.run.log(fb.steps + 1, true_return=float(sum(self.true_rewards)))
+            if fb.labeller is not None:
+                fb.recent.add_episode(np.stack(self.inputs), np.array(self.true_rewards))
+            self.inputs, self.true_rewards = [], []
+        if fb.cfg.normalize:
+            self.discounted = self.discounted * fb.cfg.gamma + reward
+            fb.ret_rms.update(np.array([self.discounted]))
+            reward = float(np.clip(reward / np.sqrt(fb.ret_rms.var + 1e-8), -10.0, 10.0))
+            if terminated or truncated:
+                self.discounted = 0.0
+        fb.advance()
+        return fb.observation(obs), reward, terminated, truncated, info
+
+
+def make_preference_env(env_id: str, feedback: Feedback) -> gym.Env:
+    """The registered env's entry point: the task's own env (`evals.tasks.envs.make_env`) wrapped."""
+    return PreferenceEnv(make_env(env_id), feedback)
+
+
+def register_env(cfg: Config, feedback: Feedback) -> str:
+    """A Gymnasium id, for this run only, whose envs are `PreferenceEnv`s of the task sharing
+    `feedback`: `ppo.train` makes its envs by id, so it trains on the learned reward unchanged."""
+    env_id = f"rlhf/{cfg.env_id.split('-v')[0]}-{uuid.uuid4().hex[:12]}-v0"
+    gym.register(env_id, entry_point=make_preference_env, kwargs={"env_id": cfg.env_id, "feedback": feedback},
+                 disable_env_checker=True, order_enforce=False)
+    return env_id
 
 
 def random_policy_segments(cfg: Config, n_segments: int, seed: int, rng: np.random.Generator) -> Segments:
@@ -461,37 +535,44 @@ def random_policy_segments(cfg: Config, n_segments: int, seed: int, rng: np.rand
 
 
 def train(cfg: Config, run) -> RLHFAgent:
-    """No mid-run checkpoints (SB3 keeps its own state, as the SB3 kit says)."""
-    agent = build(cfg, seed=run.seed, device=str(run.device))
-    agent.reward_model is not None and agent.reward_model.to(run.device)
-    sb3 = agent.sb3
-    venv = sb3.model.get_env()
-    rng = np.random.default_rng(run.seed)
+    """The project's PPO (`ppo.train`, unchanged) in an env registered for the run, which puts the
+    learned reward and the labelling in the env. No mid-run checkpoints (as `ppo.train`)."""
+    _check(cfg)
+    obs_dim, n_in = _dims(cfg.env_id)
+    ensemble, labeller = None, None
     if cfg.reward == "learned":
-        # ALGO LOGIC: labels before RL, on random-policy segments, then the first fit
-        labeller = Labeller(agent.reward_model, cfg, run, rng)
-        pre = label_schedule(cfg)[0][1]
-        pool = random_policy_segments(cfg, max(2, 4 * pre), run.seed, rng)
-        labeller.ask(pool, pre, disagreement_queries=False)  # an untrained ensemble cannot disagree usefully
-        labeller.refit(0, pool, cfg.rm_pretrain_steps)
-        venv = LearnedReward(venv, labeller, cfg)
+        # ALGO LOGIC: labels before RL, on random-policy segments, then the first fit. The global torch
+        # stream is left as ppo.train would find it, so every arm starts from the same policy on a seed.
+        with torch.random.fork_rng(devices=[]):
+            ensemble = RewardEnsemble(n_in, cfg.ensemble, cfg.rm_hidden).to(run.device)
+            rng = np.random.default_rng(run.seed)
+            labeller = Labeller(ensemble, cfg, run, rng)
+            pre = label_schedule(cfg)[0][1]
+            pool = random_policy_segments(cfg, max(2, 4 * pre), run.seed, rng)
+            labeller.ask(pool, pre, disagreement_queries=False)  # an untrained ensemble cannot disagree usefully
+            labeller.refit(0, pool, cfg.rm_pretrain_steps)
+    feedback = Feedback(cfg, obs_dim, labeller, run)
+    env_id = register_env(cfg, feedback)
+    try:
+        # TRY NOT TO MODIFY: the project's PPO loop, as the PPO paper runs it
+        policy = ppo_paper.train(ppo_config(cfg, env_id), run)
+    finally:
+        del gym.registry[env_id]
+    agent = RLHFAgent(policy, obs_dim, ensemble).to(run.device)
     if cfg.normalize:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=cfg.gamma, clip_obs=agent.clip_obs)
-    sb3.model.set_env(venv)
-    # TRY NOT TO MODIFY: SB3's loop through the project's kit
-    batch = cfg.num_steps
-    learn(sb3, run, cfg.total_steps // batch * batch, Logging(sb3_baseline.LOGGED, at_rollout_end=True))
-    if cfg.normalize:
-        agent.obs_mean.copy_(torch.as_tensor(venv.obs_rms.mean))
-        agent.obs_var.copy_(torch.as_tensor(venv.obs_rms.var))
+        agent.obs_mean.copy_(torch.as_tensor(feedback.obs_rms.mean))
+        agent.obs_var.copy_(torch.as_tensor(feedback.obs_rms.var))
         agent.normalize.fill_(True)
+    agent.feedback = feedback  # not a module: the run's labels, refits and statistics (for tests)
     return agent
 
 
 def dry_run_step(agent: RLHFAgent, cfg: Config) -> dict[str, float]:
-    """One Adam step of the reward-model loss on random segment pairs (learned-reward arms), or none."""
+    """One minibatch step of PPO's eq. (9) and, on learned-reward arms, one Adam step of the
+    reward-model loss on random segment pairs."""
+    out = ppo_paper.dry_run_step(agent.policy, ppo_config(cfg))
     if agent.reward_model is None:
-        return {}
+        return out
     member = agent.reward_model.members[0]
     n_in = member.in_mean.shape[0]
     g = torch.Generator().manual_seed(0)
@@ -502,4 +583,4 @@ def dry_run_step(agent: RLHFAgent, cfg: Config) -> dict[str, float]:
     loss = preference_loss(r[:, 0], r[:, 1], mu, cfg.random_response)
     loss.backward()
     opt.step()
-    return {"rm_loss": loss.item()}
+    return {**out, "rm_loss": loss.item()}

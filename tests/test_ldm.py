@@ -170,6 +170,18 @@ def test_pixel_space_has_no_autoencoder(tmp_path):
     assert ldm.train(cfg, QuietRun(folder=tmp_path)).sample(2, torch.Generator().manual_seed(0)).shape == (2, 3, 16, 16)
 
 
+def test_shapes_classifier_blur_is_average_pooling_scaled_back_up():
+    from evals.evaluators.class_conditional import blurred
+
+    x = torch.rand(2, 3, 8, 8)
+    assert blurred(x, 1) is x
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    torch.testing.assert_close(blurred(flat, 4), flat)
+    y = blurred(x, 2)
+    torch.testing.assert_close(y.mean((2, 3)), x.mean((2, 3)), atol=2e-2, rtol=0)   # bilinear keeps the means (up to the border)
+    torch.testing.assert_close(torch.nn.functional.avg_pool2d(x, 8), torch.nn.functional.avg_pool2d(blurred(x, 8), 8))
+
+
 def test_class_conditional_evaluator_on_a_tiny_model(tmp_path):
     from evals.contract import QuietRun
     from evals.evaluators import resolve_evaluator, EvaluatorSpec

@@ -387,9 +387,11 @@ def _size(value) -> str:
 def _protocols(view: TierView) -> dict[tuple[str, int, str], list[Record]]:
     """Each distinct recorded (evaluator, version, protocol), with the counted runs that used it. A
     long value (the sentences a run translated) is compared by its size only, so runs that differ
-    only in what they produced share one box."""
+    only in what they produced share one box. Runs come in the spec's arm order, then by seed, so a
+    long value's examples are the first arm's (by convention the paper's method), not an ablation's."""
+    order = list(view.tier.arms) if view.tier is not None else []
     out: dict[tuple[str, int, str], list[Record]] = {}
-    for r in view.status.records:
+    for r in sorted(view.status.records, key=lambda r: (order.index(r.arm) if r.arm in order else len(order), r.seed)):
         for e in r.evaluations:
             shape = {k: {"long": _size(v)} if _is_long(v) else v for k, v in e.protocol.items()}
             out.setdefault((e.evaluator, e.version, json.dumps(shape, sort_keys=True)), []).append(r)

@@ -461,15 +461,16 @@ SCRIPT = "<script>window.__pwned = 1</script>"
 
 
 def test_a_long_protocol_value_is_capped_and_left_out_of_search(tmp_path, spec):
-    outputs = {s: [f"sentence {s}-{i}" for i in range(500)] for s in (1, 2, 3)}
-    for seed in (1, 2, 3):
-        for arm in ("ours", "baseline"):
-            write_record(make_record(spec, "mini", arm, seed, -150.0 - seed, protocol={"outputs": outputs[seed]}), tmp_path)
+    outputs = {(arm, s): [f"{arm} sentence {s}-{i}" for i in range(500)] for arm in ("ours", "baseline") for s in (1, 2, 3)}
+    for seed in (3, 2, 1):
+        for arm in ("baseline", "ours"):  # on disk an ablation sorts first; the page follows the spec's arm order
+            write_record(make_record(spec, "mini", arm, seed, -150.0 - seed, protocol={"outputs": outputs[arm, seed]}), tmp_path)
     page = pages.paper_page(collect_paper(spec, tmp_path), {}, None)
     boxes = re.findall(r'<div class="admonition info" data-search-exclude>.*?</div>', page)
     assert len(boxes) == 1  # six runs that differ only in what they produced share one box
-    assert "500 items per run, in each run's record" in boxes[0] and "(baseline, ours)" in boxes[0]
-    assert "sentence 1-0 · sentence 1-1 · sentence 1-2" in boxes[0] and "sentence 1-3" not in page
+    assert "500 items per run, in each run's record" in boxes[0] and "(ours, baseline)" in boxes[0]
+    assert "ours sentence 1-0 · ours sentence 1-1 · ours sentence 1-2" in boxes[0] and "sentence 1-3" not in page
+    assert "baseline sentence" not in boxes[0]
 
 
 def test_every_string_from_a_record_or_spec_is_escaped(tmp_path):

@@ -8,6 +8,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from evals.checkpoint import sha256_file
 from evals.config import ResolvedRun, config_hash, paper_module, resolve
 from evals.evaluators import resolve_evaluator
 from evals import paths
-from evals.record import (EvalResult, Provenance, Record, TargetCheck, new_run_id, now_iso,
-                          publish_images, thin_curve, write_record)
+from evals.record import (IMAGE_MAGIC, NAME_PATTERN, EvalResult, Provenance, Record, TargetCheck, image_problem,
+                          new_run_id, now_iso, publish_images, thin_curve, write_record)
 from evals.run_context import DivergenceError, PrefixReached, Run, seed_everything, select_device
 from evals.spec import SpecError, get_tier, load_spec
 from evals.stats import OPS
@@ -47,8 +48,23 @@ def evaluators_for(paper: str, tier: str):
     return [resolve_evaluator(e, f"{where}[{i}]") for i, e in enumerate(get_tier(spec, tier).evaluators)]
 
 
-def evaluate_agent(agent, config, evaluators) -> list[EvalResult]:
-    return [ev(agent, config, opts) for ev, opts in evaluators]
+def evaluate_agent(agent, config, evaluators, image_dir: Path | None = None) -> list[EvalResult]:
+    """Each evaluator's result; with `image_dir` (the run's folder), the images the evaluators drew
+    (`Measured.images`) are written there, to be published beside the record."""
+    results, images = [], {}
+    for ev, opts in evaluators:
+        result, drawn = ev.measure(agent, config, opts)
+        results.append(result)
+        for name, data in drawn.items():
+            if not re.fullmatch(NAME_PATTERN, name) or Path(name).suffix.lower() not in IMAGE_MAGIC or name in images:
+                raise ValueError(f"evaluator {ev.name}: image name {name!r} is not a unique PNG or JPEG file name")
+            images[name] = data
+    if image_dir is not None:
+        for name, data in images.items():
+            (image_dir / name).write_bytes(data)
+            if (problem := image_problem(image_dir / name)) is not None:
+                raise ValueError(f"an evaluator's image cannot be published: {problem}")
+    return results
 
 
 def _find_resumable(run_root: Path, arm: str, seed: int, chash: str) -> Path | None:
@@ -165,7 +181,7 @@ def _train_and_record(resolved: ResolvedRun, opts: RunOptions, spec, evaluators,
         ckpt_sha = sha256_file(ckpt_path)
         t_eval = time.perf_counter()
         try:
-            evaluations = evaluate_agent(agent, config, evaluators)
+            evaluations = evaluate_agent(agent, config, evaluators, image_dir=run_dir)
         except Exception as e:  # a broken evaluation makes the run invalid, never a score of zero
             status, error = "invalid", f"evaluation failed: {type(e).__name__}: {e}"
         eval_time = time.perf_counter() - t_eval

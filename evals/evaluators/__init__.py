@@ -62,6 +62,9 @@ class Measured:
     metrics: dict[str, float]
     samples: dict[str, list[float]] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
+    # file name -> PNG or JPEG bytes: pictures of what was measured (retrieval examples), written
+    # into the run's folder and so published beside its record; never part of the record itself
+    images: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,13 @@ class Evaluator:
         return any(fnmatch.fnmatchcase(metric, p) for p in self.metric_names(options))
 
     def __call__(self, agent, config, options: BaseModel) -> EvalResult:
+        return self.measure(agent, config, options)[0]
+
+    def measure(self, agent, config, options: BaseModel) -> tuple[EvalResult, dict[str, bytes]]:
+        """The stamped result and the images the evaluator drew (`Measured.images`)."""
         m = self.fn(agent, config, options)
         return EvalResult(evaluator=self.name, version=self.version, metrics=m.metrics, samples=m.samples,
-                          protocol=m.protocol)
+                          protocol=m.protocol), dict(m.images)
 
 
 REGISTRY: dict[str, Evaluator] = {}

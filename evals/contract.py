@@ -276,6 +276,17 @@ class ConditionedSampler(Protocol):
 
 
 @runtime_checkable
+class SegmentationSampler(Protocol):
+    """A text-to-image generator steered by a semantic segmentation (segmentation_fidelity):
+    `sample_from_segmentation(labels, prompts, generator, steps, guidance)` draws images N x 3 x H x W
+    in [0, 1] from label maps N x H x W (ADE20K's ids, evals.tasks.ade20k) and prompts, with `steps`
+    DDIM steps and classifier-free guidance at scale `guidance`."""
+
+    def sample_from_segmentation(self, labels: torch.Tensor, prompts: list[str], generator: torch.Generator,
+                                 steps: int, guidance: float) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class AttentionMeasurements(Protocol):
     """Measured attention costs: bytes and tokens/s per method and sequence length, the kernel's
     largest error against a reference, and how it was measured (attention_cost)."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -18,7 +20,7 @@ pytest.importorskip("transformers")
 from evals.tasks import ade20k  # noqa: E402
 from evals.tasks.ade20k_stand_ins import write_ade20k  # noqa: E402
 from reproductions.controlnet.stable_diffusion import (  # noqa: E402
-    Config, SDControlNet, build, dry_run_step, required_data, skip_shapes,
+    Config, SDControlNet, build, dry_run_step, required_data, skip_shapes, train,
 )
 from reproductions.controlnet.stand_ins import write_tiny_stable_diffusion  # noqa: E402
 
@@ -143,6 +145,25 @@ def test_save_load_round_trip_and_sampling(cfg, tmp_path):
         eps = model(z, t, text, cond)
         assert torch.equal(loaded(z, t, text, cond), eps)
         assert not torch.equal(build(cfg)(z, t, text, cond), eps)    # the step changed the joins
+
+
+def test_train_takes_its_steps_and_draws_the_figure(cfg, tmp_path):
+    from evals.contract import QuietRun, SegmentationSampler
+
+    small = dataclasses.replace(cfg, steps=2, batch_size=2, grad_accum=2, workers=2, log_every=1)
+    model = train(small, QuietRun(seed=1, folder=tmp_path))
+    assert isinstance(model, SegmentationSampler) and (tmp_path / "control_samples.png").is_file()
+    assert torch.count_nonzero(model.control.mid_zero.weight) > 0
+
+
+def test_read_pair_resizes_crops_and_names_the_classes(cfg):
+    name = ade20k.names(cfg.data_root, "training")[0]
+    pair = ade20k.read_pair(cfg.data_root, "training", name, 32)
+    raw = set(np.unique(np.asarray(Image.open(Path(cfg.data_root) / "annotations" / "training" / f"{name}.png"))).tolist())
+    assert pair.image.shape == (3, 32, 32) and pair.labels.shape == (32, 32)
+    assert set(pair.labels.unique().tolist()) <= raw          # nearest: no new label appears
+    present = [ade20k.CLASSES[i - 1] for i in pair.labels.unique().tolist() if i > 0]
+    assert pair.prompt.startswith("a photo of ") and all(c in present for c in pair.prompt[11:].split(", "))
 
 
 def test_mean_iou_against_a_hand_computation():

@@ -73,7 +73,8 @@ class Segmenter:
         scale = 255.0 if max(mean) > 1 else 1.0          # OneFormer's configs give them in 0..255
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) / scale
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) / scale
-        self.short_side = (cfg.get("size") or {}).get("shortest_edge", 512)
+        size = cfg.get("size", 512)                        # an int or {"shortest_edge": ...}
+        self.short_side = int(size.get("shortest_edge", 512) if isinstance(size, dict) else size)
         self.post = OneFormerImageProcessor()            # the library's semantic post-processing
         self.device = device
 

@@ -271,7 +271,25 @@ def train(cfg: Config, run) -> ControlledStableDiffusion:
             run.maybe_checkpoint(step, lambda: snapshot(parts, step=step))
             run.advance()
     model.control.eval()
+    save_figures(model, cfg, run.dir, run.seed)
     return model
+
+
+@torch.no_grad()
+def save_figures(model: ControlledStableDiffusion, cfg: Config, folder: Path, seed: int, rows: int = 4,
+                 side: int = 192) -> None:
+    """control_samples.png: per row, a validation label map (painted), the sample drawn from it
+    (DDIM 20 steps, guidance 9) and the real image, at `side` pixels."""
+    from reproductions.ddpm.ddpm import save_grid
+
+    captions = ade20k.load_captions(cfg.captions)
+    pairs = [ade20k.read_pair(cfg.data_root, "validation", n, cfg.image_size, captions)
+             for n in ade20k.names(cfg.data_root, "validation", rows)]
+    labels = torch.stack([p.labels for p in pairs])
+    drawn = model.sample_from_segmentation(labels, [p.prompt for p in pairs], torch.Generator().manual_seed(seed), 20, 9.0)
+    tiles = torch.stack([ade20k.colorize(labels), drawn.float().cpu(), torch.stack([p.image for p in pairs])], dim=1)
+    tiles = F.interpolate(tiles.flatten(0, 1), size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    save_grid(tiles.clamp(0, 1), Path(folder) / "control_samples.png", cols=3)
 
 
 def dry_run_step(model: ControlledStableDiffusion, cfg: Config) -> dict[str, float]:

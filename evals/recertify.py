@@ -11,6 +11,11 @@ revision whose code gave the same bits. Nothing else of the record changes; `rep
 checks that (against the record as first committed) and checks the chain link by link. A record
 whose numbers change is not recertified: re-run it.
 
+A record whose arm the spec has moved to another module (a module renamed, or folded into
+another) is re-executed with today's module, as any stale record is; where its numbers repeat, its
+`module` becomes today's too and the link names the one it replaced (`previous_module`), so that
+each link of the chain is checked against the module that revision ran.
+
 Records staled by a new spec version or evaluator version are not recertifiable (their config or
 their scoring changed): re-run them. Full-tier records are never re-executed here (a GPU run).
 The code must be committed first, so that the revision named is the code that ran.
@@ -40,7 +45,7 @@ from pathlib import Path
 from evals import CPU_ISA_PIN, paths, provenance
 from evals.record import Recertification, Record, RecordError, load_record, now_iso, record_files, rewrite_record
 from evals.spec import SpecError, get_tier, load_spec, paper_ids, unknown_paper
-from evals.status import current_source_hash, staleness
+from evals.status import SOURCE_CHANGED, arm_module, current_source_hash, staleness
 from evals.verify.repo import VerifyOptions, added_in, read_at
 from evals.verify.report import RecordReport, shown
 from evals.verify.rerun import compare_curves, compare_names, compare_whole, reexecute, without_timings
@@ -57,7 +62,7 @@ class Outcome:
 
 
 def _source_hash_reason(why: str | None) -> bool:
-    return why == "the paper's source files changed since this run"
+    return why is not None and why.startswith(SOURCE_CHANGED)  # the arm's module moved, or its files changed
 
 
 def recertify_record(path: Path, revision: str, same_machine: bool = False) -> Outcome:
@@ -91,15 +96,19 @@ def recertify_record(path: Path, revision: str, same_machine: bool = False) -> O
     seconds = time.perf_counter() - t0
     if rep.failures:
         return Outcome(path, "changed", "; ".join(f"{f.field}: {f.reason}" for f in rep.failures[:3]), seconds)
-    files = provenance.source_files(rec.module)
+    module = arm_module(spec, rec)  # the re-execution ran the spec's module for the arm
+    files = provenance.source_files(module)
     p = rec.provenance
+    moved = module != rec.module
+    checked = rep.passed[-1] + (f"; module {rec.module} -> {module}" if moved else "")
     link = Recertification(previous_source_hash=p.source_hash, previous_source_files=p.source_files,
-                           revision=revision, at=now_iso(), checked=rep.passed[-1])
-    new = rec.model_copy(update={"provenance": p.model_copy(update={
+                           revision=revision, at=now_iso(), checked=checked,
+                           previous_module=rec.module if moved else None)
+    new = rec.model_copy(update={"module": module, "provenance": p.model_copy(update={
         "source_hash": provenance.hash_files(files), "source_files": sorted(files),
         "recertified": [*p.recertified, link]})})
     rewrite_record(new, path)
-    return Outcome(path, "recertified", rep.passed[-1], seconds)
+    return Outcome(path, "recertified", checked, seconds)
 
 
 def code_revision(rec: Record, path: Path) -> str:
@@ -192,7 +201,7 @@ def cmd_recertify(args) -> None:
     if not todo:
         print("recertify: no stale smoke or mini record to recertify")
         return
-    revision = committed_revision({load_record(p).module for p in todo})
+    revision = committed_revision({_module_today(p) for p in todo})
     print(f"recertify: {len(todo)} record(s) at {revision[:12]}, {args.jobs} at a time", file=sys.stderr, flush=True)
     outcomes: list[Outcome] = []
     if args.jobs <= 1:
@@ -210,6 +219,15 @@ def cmd_recertify(args) -> None:
     print("recertify: " + ", ".join(f"{n} {r}" for r, n in counts.items() if n))
     if counts["changed"] or counts["not-recertifiable"]:
         raise SystemExit(1)
+
+
+def _module_today(path: Path) -> str:
+    """The module a record's re-execution runs: its arm's in today's spec."""
+    rec = load_record(path)
+    try:
+        return arm_module(load_spec(rec.paper), rec)
+    except SpecError:
+        return rec.module
 
 
 def _say(o: Outcome) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_serializer
 
 from evals import paths
 
@@ -67,6 +67,16 @@ class Recertification(Strict):
     revision: str
     at: str
     checked: str  # what the re-execution compared
+    # The module the record named before this link, where the spec had moved its arm to another
+    # module since (a module renamed or folded into another); absent where the module stayed.
+    previous_module: Name | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unmoved_module(self, handler):
+        out = handler(self)
+        if self.previous_module is None:
+            out.pop("previous_module", None)  # links of records whose module never moved keep their shape
+        return out
 
 
 class Provenance(Strict):
@@ -124,6 +134,15 @@ class Record(Strict):
     curves: dict[Name, list[tuple[int, float, float]]] = Field(default_factory=dict)
     targets: list[TargetCheck] = Field(default_factory=list)
     provenance: Provenance
+
+    def module_chain(self) -> list[str]:
+        """The module whose source files each link of `provenance.hash_chain()` hashed, oldest
+        first: the record's `module` back to the recertification that moved its arm to it, and
+        before that the module it replaced (`previous_module`)."""
+        out = [self.module]
+        for link in reversed(self.provenance.recertified):
+            out.append(link.previous_module or out[-1])
+        return out[::-1]
 
 
 def now_iso() -> str:

@@ -23,6 +23,7 @@ from evals.record import Record
 from evals.spec import TIER_NAMES, Spec, Tier
 from evals.stats import Summary, TargetResult, check_target, summarize
 
+SOURCE_CHANGED = "the paper's source files changed since this run"
 STATUSES = ("not-implemented", "implemented", "reproduced", "partly-reproduced", "not-reproduced")
 
 
@@ -31,12 +32,25 @@ def current_source_hash(module: str) -> str:
     return provenance.source_hash(module)
 
 
+def arm_module(spec: Spec, record: Record) -> str:
+    """The module the record's arm runs today (the record's own where the spec has no such arm)."""
+    tier = spec.tiers.get(record.tier)
+    arm = tier.arms.get(record.arm) if tier is not None else None
+    return (arm.module or spec.module) if arm is not None else record.module
+
+
 def staleness(record: Record, spec: Spec) -> str | None:
-    """Why a record no longer counts, or None when it is current."""
+    """Why a record no longer counts, or None when it is current. A record whose arm the spec has
+    moved to another module since (a module renamed, or folded into another) is stale by its
+    source files, the reason naming both modules: `repro recertify` carries it over where today's
+    module repeats its numbers."""
     if record.provenance.spec_version != spec.version:
         return f"made under spec version {record.provenance.spec_version}, the spec is at {spec.version}"
-    if record.provenance.source_hash != current_source_hash(record.module):
-        return "the paper's source files changed since this run"
+    module = arm_module(spec, record)
+    if module != record.module:
+        return f"{SOURCE_CHANGED} (arm {record.arm!r} now runs {module}; the record ran {record.module})"
+    if record.provenance.source_hash != current_source_hash(module):
+        return SOURCE_CHANGED
     tier = spec.tiers.get(record.tier)
     if tier is not None:
         versions = {}

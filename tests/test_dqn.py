@@ -22,7 +22,7 @@ from evals.spec import load_spec
 from evals.tasks.atari import is_atari, make_atari
 from evals.tasks import minatar
 from reproductions.common.conv_torso import ConvTorso
-from reproductions.dqn import dqn, random_policy, sb3_baseline, sb3_mse
+from reproductions.dqn import dqn, random_policy, sb3_baseline
 from tests.factories import interrupt
 
 
@@ -206,10 +206,10 @@ def _mini(arm):
     return resolve(load_spec("dqn"), "mini", arm, 1, {})
 
 
-@pytest.mark.parametrize("module", [sb3_baseline, sb3_mse])
-def test_sb3_hyper_parameters_are_the_config_s(module):
-    cfg = dataclasses.replace(_mini("ours").config, loss="huber")  # CleanRL's CartPole setting (sb3_baseline: Huber only)
-    m = module.build(cfg).model
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+def test_sb3_hyper_parameters_are_the_config_s(loss):
+    cfg = dataclasses.replace(_mini("ours").config, loss=loss)  # CleanRL's CartPole setting, either loss
+    m = sb3_baseline.build(cfg).model
     assert (m.learning_rate, m.buffer_size, m.learning_starts, m.batch_size, m.gamma, m.tau) == (
         cfg.lr, cfg.buffer_size, cfg.learning_starts, cfg.batch_size, cfg.gamma, 1.0)
     assert (m.train_freq.frequency, m.train_freq.unit.value, m.gradient_steps) == (cfg.train_freq, "step", cfg.gradient_steps)
@@ -224,13 +224,13 @@ def test_sb3_cartpole_arm_runs_ours_setting_loss_included():
     # the Q-values diverged and every seed scored 9.4, a one-action policy.
     ours, sb3 = _mini("ours"), _mini("sb3")
     assert sb3.config == ours.config and ours.config.loss == "mse"
-    assert isinstance(importlib.import_module(sb3.module).build(sb3.config).model, sb3_mse.SquaredErrorDQN)
+    assert isinstance(importlib.import_module(sb3.module).build(sb3.config).model, sb3_baseline.SquaredErrorDQN)
 
 
 def _sb3_with_memory(loss):
     cfg = dqn.Config(env_id="CartPole-v1", hidden=16, optimizer="adam", lr=1e-2, batch_size=32, learning_starts=0,
                      total_steps=1000, loss=loss)
-    m = sb3_mse.build(cfg, seed=0).model
+    m = sb3_baseline.build(cfg, seed=0).model
     m.set_logger(Logger(None, []))
     rng = np.random.default_rng(0)
     for _ in range(64):  # rewards large enough that the Huber loss and the squared error differ
@@ -243,7 +243,7 @@ def _sb3_with_memory(loss):
 @pytest.mark.parametrize("loss", ["mse", "huber"])
 def test_sb3_update_is_eq3_with_the_config_s_loss(loss):
     m = _sb3_with_memory(loss)
-    assert type(m) is (sb3_mse.SquaredErrorDQN if loss == "mse" else sb3_mse.SB3DQN)
+    assert type(m) is (sb3_baseline.SquaredErrorDQN if loss == "mse" else sb3_baseline.SB3DQN)
     q, q_target = copy.deepcopy(m.q_net), copy.deepcopy(m.q_net_target)
     np.random.seed(0)
     batch = m.replay_buffer.sample(32)
@@ -261,15 +261,16 @@ def test_sb3_update_is_eq3_with_the_config_s_loss(loss):
     opt.step()
     for ours, theirs in zip(q.parameters(), m.q_net.parameters(), strict=True):
         assert torch.allclose(ours, theirs, atol=1e-6)
-    with pytest.raises(ValueError, match="loss"):
-        sb3_mse.build(dqn.Config(env_id="CartPole-v1", loss="l1"))
+    with pytest.raises(ValueError, match="config field 'loss': 'l1'"):
+        sb3_baseline.build(dqn.Config(env_id="CartPole-v1", loss="l1"))
 
 
-def test_sb3_mse_arm_runs_through_the_harness(run_opts):
-    job = dataclasses.replace(smoke("sb3", loss="mse"), module="reproductions.dqn.sb3_mse")
+def test_sb3_arm_runs_the_squared_error_through_the_harness(run_opts):
+    job = smoke("sb3", loss="mse")
+    assert job.module == "reproductions.dqn.sb3_baseline"
     rec = load_record(run_one(job, run_opts))
     assert rec.status == "ok", rec.error
-    assert "loss" in rec.curves and "reproductions/dqn/sb3_mse.py" in rec.provenance.source_files
+    assert "loss" in rec.curves and "reproductions/dqn/sb3_baseline.py" in rec.provenance.source_files
 
 
 def test_random_policy_is_uniform_seeded_and_saved(tmp_path):

@@ -49,7 +49,7 @@ def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bo
         return rep
     checks.check_place(rec, path, opts, rep)
     checks.check_images(path, rep)
-    found = checks.check_spec(rec, rep)
+    found = checks.check_spec(rec, rep, opts.repo)
     checks.check_provenance(rec, path, opts, rep)
     checks.check_metrics(rec, rep)
     checks.check_curves(rec, rep)
@@ -152,7 +152,8 @@ def recertification_problem(before: Record, after: Record) -> str | None:
     added = after.provenance.recertified[k:]
     if not added:
         return "no recertification was added"
-    undone = after.model_copy(update={"provenance": after.provenance.model_copy(update={
+    module = after.module_chain()[k]  # the module before the new links (one of them may have moved it)
+    undone = after.model_copy(update={"module": module, "provenance": after.provenance.model_copy(update={
         "source_hash": added[0].previous_source_hash, "source_files": added[0].previous_source_files,
         "recertified": after.provenance.recertified[:k]})})
     if undone != before:

@@ -13,6 +13,8 @@ import statistics
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import yaml
+
 from evals import provenance
 from evals.config import resolve
 from evals.evaluators import derived_metrics, registered_version, resolve_evaluator
@@ -89,8 +91,10 @@ def check_images(path: Path, rep: RecordReport) -> None:
         rep.fail("schema", f"(images) {folder.name}", "beside a record may lie only a folder of its images")
 
 
-def check_spec(rec: Record, rep: RecordReport) -> tuple[Spec, Tier] | None:
-    """The paper, tier, arm and seed exist in the spec, and the module is the arm's."""
+def check_spec(rec: Record, rep: RecordReport, repo: Path | None = None) -> tuple[Spec, Tier] | None:
+    """The paper, tier, arm and seed exist in the spec, and the module is the arm's: today's, or
+    (for a record whose arm the spec has moved to another module since, which is stale until
+    `repro recertify` carries it over) the spec's at a revision of the record's hash chain."""
     try:
         spec = load_spec(rec.paper)
     except SpecError as e:
@@ -106,12 +110,27 @@ def check_spec(rec: Record, rep: RecordReport) -> tuple[Spec, Tier] | None:
     if rec.seed not in tier.seeds:
         rep.fail("schema", "seed", f"seed {rec.seed} is not among the spec's seeds {tier.seeds} (seeds are fixed before running)")
     module = tier.arms[rec.arm].module or spec.module
-    if rec.module != module:
+    if rec.module != module and not (repo is not None and _ran_there(rec, repo)):
         rep.fail("schema", "module", f"{rec.module!r}, but arm {rec.arm!r} runs {module!r}")
     if rec.provenance.spec_version > spec.version:
         rep.fail("schema", "provenance.spec_version", f"{rec.provenance.spec_version}, newer than the spec ({spec.version})")
     check_evaluator_versions(rec, rep)
     return spec, tier
+
+
+def _ran_there(rec: Record, repo: Path) -> bool:
+    """Whether the spec named `rec.module` for the record's arm at a revision of its hash chain
+    (the run's own, or one that recertified it): a module the arm has moved away from since."""
+    for rev, _, _ in rec.provenance.hash_chain():
+        text = read_at(repo, rev, f"reproductions/{rec.paper}/spec.yaml") if rev and has_commit(repo, rev) else None
+        try:
+            data = yaml.safe_load(text) if text else None
+            arm = (data["tiers"][rec.tier].get("arms") or {"ours": {}})[rec.arm] or {}
+        except (yaml.YAMLError, KeyError, TypeError):
+            continue
+        if isinstance(arm, dict) and (arm.get("module") or data.get("module") or f"reproductions.{rec.paper}") == rec.module:
+            return True
+    return False
 
 
 def check_evaluator_versions(rec: Record, rep: RecordReport) -> None:
@@ -156,10 +175,10 @@ def check_provenance(rec: Record, path: Path, opts: VerifyOptions, rep: RecordRe
     hash, and each recertifying revision (in the history too) to the hash it wrote."""
     p = rec.provenance
     n = len(p.recertified)
-    for i, (rev, want, want_files) in enumerate(p.hash_chain()):
+    for i, ((rev, want, want_files), module) in enumerate(zip(p.hash_chain(), rec.module_chain())):
         fields = ("provenance.git_revision" if i == 0 else f"provenance.recertified[{i - 1}].revision",
                   "provenance.source_hash" if i == n else f"provenance.recertified[{i}].previous_source_hash")
-        if not _check_link(rec, path, opts, rep, rev, want, want_files, fields, first=i == 0):
+        if not _check_link(rec, module, path, opts, rep, rev, want, want_files, fields, first=i == 0):
             break
     missing = [name for name in REQUIRED_PACKAGES if not p.packages.get(name)]
     if missing:
@@ -169,9 +188,10 @@ def check_provenance(rec: Record, path: Path, opts: VerifyOptions, rep: RecordRe
                                                                "a finished run names its checkpoint")
 
 
-def _check_link(rec: Record, path: Path, opts: VerifyOptions, rep: RecordReport, rev: str | None, want: str,
-                want_files: list[str], fields: tuple[str, str], first: bool) -> bool:
-    """One link of the hash chain (`fields`: where its revision and its hash lie); False when it failed."""
+def _check_link(rec: Record, module: str, path: Path, opts: VerifyOptions, rep: RecordReport, rev: str | None,
+                want: str, want_files: list[str], fields: tuple[str, str], first: bool) -> bool:
+    """One link of the hash chain (`fields`: where its revision and its hash lie; `module`: the
+    module that link hashed, `rec.module` unless a later recertification moved it); False when it failed."""
     dirty = rec.provenance.git_dirty and first
     field_, hash_field = fields
     if not rev:
@@ -181,16 +201,16 @@ def _check_link(rec: Record, path: Path, opts: VerifyOptions, rep: RecordReport,
     elif not is_ancestor(opts.repo, rev):
         rep.fail("provenance", field_, f"{rev} is not in the history of HEAD")
     else:
-        at_rev, files = _hash_at(rec.module, opts, rev)
+        at_rev, files = _hash_at(module, opts, rev)
         added = added_in(opts.repo, path) if dirty and at_rev != want else None
-        if added and _hash_at(rec.module, opts, added)[0] == want:
+        if added and _hash_at(module, opts, added)[0] == want:
             rep.warn("provenance", field_, f"made from uncommitted code on top of {rev[:12]}; "
                                            f"that code was committed with the record in {added[:12]}")
             return True
         if at_rev is None:
-            rep.fail("provenance", "module", f"{rec.module!r} does not exist at revision {rev[:12]}.{_dirty(dirty)}")
+            rep.fail("provenance", "module", f"{module!r} does not exist at revision {rev[:12]}.{_dirty(dirty)}")
         elif at_rev != want:
-            rep.fail("provenance", hash_field, f"{want[:12]}… is not the hash of {rec.module}'s source files at "
+            rep.fail("provenance", hash_field, f"{want[:12]}… is not the hash of {module}'s source files at "
                                                f"{rev[:12]} ({at_rev[:12]}…).{_dirty(dirty)}")
         elif files != sorted(want_files):
             rep.fail("provenance", hash_field.replace("_hash", "_files"),

@@ -5,38 +5,19 @@ AdamW) and for embedding a batch of images and captions."""
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
 from evals.tasks.captioned_shapes import make_captioned_shapes, tokenize
 from reproductions.clip.clip import CLIP, Config
 from reproductions.clip.open_clip_baseline import OpenClipAgent
+from reproductions.common.bench_timing import median_seconds, step_and_inference_timers
 
 REPEATS = 5
 
 
 def _timers(model, x: torch.Tensor, t: torch.Tensor):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step() -> float:
-        start = time.perf_counter()
-        loss = model.training_loss(x, t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - start
-
-    @torch.no_grad()
-    def embed() -> float:
-        model.eval()
-        start = time.perf_counter()
-        model.encode_image(x), model.encode_text(t)
-        model.train()
-        return time.perf_counter() - start
-
-    return train_step, embed
+    return step_and_inference_timers(model, lambda: model.training_loss(x, t),
+                                     lambda: (model.encode_image(x), model.encode_text(t)))
 
 
 def run(cfg: Config) -> list[dict]:
@@ -44,18 +25,12 @@ def run(cfg: Config) -> list[dict]:
     data = make_captioned_shapes(cfg.batch_size, cfg.image_size, split="train")
     x, t = data.images, tokenize(data.captions)
     timers = {"ours": _timers(CLIP(cfg), x, t), "open_clip": _timers(OpenClipAgent(cfg), x, t)}
-    times = {(who, i): [] for who in timers for i in range(2)}
-    for r in range(REPEATS + 1):  # the first round warms up
-        for who, fns in timers.items():
-            for i, fn in enumerate(fns):
-                dt = fn()
-                if r:
-                    times[(who, i)].append(dt)
+    seconds = median_seconds(timers, REPEATS)
     rows = []
     shape = f"mini CLIP ({cfg.image_size}px, patch {cfg.patch_size}, widths {cfg.vision_width}/{cfg.text_width})"
     for i, what in enumerate(("train step", "embed images and captions")):
-        ours = cfg.batch_size / statistics.median(times[("ours", i)])
-        base = cfg.batch_size / statistics.median(times[("open_clip", i)])
+        ours = cfg.batch_size / seconds[("ours", i)]
+        base = cfg.batch_size / seconds[("open_clip", i)]
         rows.append({"benchmark": f"{what}, {shape}, batch {cfg.batch_size}", "ours": ours, "baseline": base,
                      "unit": "pairs/s (vs open_clip CLIP)", "ratio": ours / base})
     return rows

@@ -4,13 +4,11 @@ for a training step (forward, backward, AdamW) and for inference."""
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reproductions.common.bench_timing import median_seconds, step_and_inference_timers
 from reproductions.vit.model import ViT
 
 # (name, image size, patch, channels, classes, dim, depth, heads, mlp, batch)
@@ -37,25 +35,7 @@ class TimmViT(nn.Module):
 
 
 def _timers(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step() -> float:
-        t = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - t
-
-    @torch.no_grad()
-    def infer() -> float:
-        model.eval()
-        t = time.perf_counter()
-        model(x)
-        model.train()
-        return time.perf_counter() - t
-
-    return train_step, infer
+    return step_and_inference_timers(model, lambda: F.cross_entropy(model(x), y), lambda: model(x))
 
 
 def run() -> list[dict]:
@@ -67,16 +47,10 @@ def run() -> list[dict]:
         assert ours.num_parameters() == sum(p.numel() for p in timm.parameters())
         x, y = torch.rand(batch, c, size, size), torch.randint(0, k, (batch,))
         timers = {"ours": _timers(ours, x, y), "timm": _timers(timm, x, y)}
-        times = {(who, i): [] for who in timers for i in range(2)}
-        for r in range(REPEATS + 1):  # the first round warms up
-            for who, fns in timers.items():
-                for i, fn in enumerate(fns):
-                    dt = fn()
-                    if r:
-                        times[(who, i)].append(dt)
+        seconds = median_seconds(timers, REPEATS)
         for i, what in enumerate(("train step", "inference")):
-            ours_ips = batch / statistics.median(times[("ours", i)])
-            base_ips = batch / statistics.median(times[("timm", i)])
+            ours_ips = batch / seconds[("ours", i)]
+            base_ips = batch / seconds[("timm", i)]
             rows.append({"benchmark": f"{what}, {name}, batch {batch}", "ours": ours_ips, "baseline": base_ips,
                          "unit": "images/s (vs timm ViT)", "ratio": ours_ips / base_ips})
     return rows

@@ -178,6 +178,42 @@ def test_mean_iou_against_a_hand_computation():
     assert ade20k.mean_iou(pred, torch.zeros_like(target)) != ade20k.mean_iou(pred, torch.zeros_like(target))  # nan
 
 
+def test_mean_iou_against_scikit_learn_on_random_maps():
+    """sklearn's macro Jaccard over the classes present in either map, label 0 pixels dropped."""
+    from sklearn.metrics import jaccard_score
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        target, pred = torch.randint(0, 6, (2, 16, 16), generator=g)
+        keep = target != 0
+        t, p = target[keep].numpy(), pred[keep].numpy()
+        labels = sorted(set(t.tolist()) | set(p.tolist()))
+        assert ade20k.mean_iou(pred, target) == pytest.approx(
+            jaccard_score(t, p, labels=labels, average="macro", zero_division=0.0))
+
+
+def test_the_segmenter_matches_transformers_oneformer_processor(tmp_path):
+    """The evaluator's OneFormer call (its own resize, normalisation and task tokens) against
+    transformers' OneFormerProcessor pipeline on the same images: the same label maps."""
+    from transformers import AutoTokenizer, OneFormerImageProcessor, OneFormerProcessor
+
+    from evals.evaluators.segmentation_fidelity import Segmenter
+    from evals.tasks.ade20k_stand_ins import write_tiny_oneformer
+
+    folder = write_tiny_oneformer(tmp_path / "oneformer")
+    seg = Segmenter(str(folder), torch.device("cpu"))
+    seg.short_side = 64
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    image_processor = OneFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 64}, do_rescale=False, num_text=1)
+    proc = OneFormerProcessor(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(folder))
+    inp = proc(images=list(x), task_inputs=["semantic"] * 2, return_tensors="pt")
+    assert torch.equal(inp["task_inputs"], seg.task.expand(2, -1))
+    with torch.no_grad():
+        out = seg.model(pixel_values=inp["pixel_values"], task_inputs=inp["task_inputs"], pixel_mask=inp["pixel_mask"])
+    ref = torch.stack(image_processor.post_process_semantic_segmentation(out, target_sizes=[(64, 64)] * 2)) + 1
+    assert torch.equal(seg(x), ref) and len(ref.unique()) > 1
+
+
 def test_the_palette_is_one_to_one_and_starts_black():
     colours = ade20k.palette()
     assert len({tuple(c) for c in colours.tolist()}) == 151 and colours[0].tolist() == [0, 0, 0]

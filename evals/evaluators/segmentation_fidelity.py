@@ -65,8 +65,9 @@ class Segmenter:
                              f"not ADE20K's 150")
         tok = AutoTokenizer.from_pretrained(folder)
         length = self.model.config.task_seq_len
-        ids = tok(["the task is semantic"], padding="max_length", max_length=length, truncation=True).input_ids
-        self.task = torch.tensor(ids, device=device)
+        enc = tok(["the task is semantic"], padding="max_length", max_length=length, truncation=True)
+        # as OneFormerProcessor does: the padding's ids set to 0 (ids times the attention mask)
+        self.task = (torch.tensor(enc["input_ids"]) * torch.tensor(enc["attention_mask"])).to(device)
         pre = Path(folder) / "preprocessor_config.json"
         cfg = json.loads(pre.read_text()) if pre.is_file() else {}
         mean, std = cfg.get("image_mean", IMAGENET_MEAN), cfg.get("image_std", IMAGENET_STD)

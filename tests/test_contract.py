@@ -105,3 +105,27 @@ def test_the_scaffold_keeps_the_contract_and_implements_nothing(tmp_path, monkey
     assert scaffold(paper, root=tmp_path) == [] and (tmp_path / paper / f"{paper}.py").read_text() == "# mine"
     with pytest.raises(SpecError, match="has tiers already"):
         scaffold("sac", root=tmp_path)
+
+
+def test_contributing_lists_every_capability_an_evaluator_asks_for():
+    """CONTRIBUTING.md's capability table names each protocol an evaluator asks an agent for, with
+    every member of that protocol, so a paper author reads there what to implement."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    table = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \| (.*?) \|", (root / "CONTRIBUTING.md").read_text(),
+                                                          re.MULTILINE)}
+    asked = set()
+    for f in (root / "evals" / "evaluators").glob("*.py"):
+        for names in re.findall(r"^from evals\.contract import \(?([\w, ]+)", f.read_text(), re.MULTILINE):
+            asked |= {n.strip() for n in names.split(",")} - {"capability", ""}
+    assert {"Actor", "Classifier", "ZeroShotClassifier"} <= asked, "the evaluators' imports no longer match the pattern"
+    missing = sorted(asked - set(table))
+    assert not missing, f"CONTRIBUTING.md's capability table lacks {missing}"
+    for name in asked:
+        protocol = getattr(contract, name)
+        members = [n for n in vars(protocol) if not n.startswith("_")] + list(getattr(protocol, "__annotations__", {}))
+        absent = [m for m in members if f"`{m}" not in table[name]]
+        assert not absent, f"CONTRIBUTING.md's row for {name} lacks its members {absent}"

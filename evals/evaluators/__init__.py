@@ -11,6 +11,10 @@ name; an evaluator whose metrics are derived otherwise (an accuracy from per-ima
 BLEU from n-gram counts, a slope fitted to measurements) registers `derive`, which recomputes
 them from a result's samples and protocol, so `repro verify` can check those too.
 
+An evaluator may also draw what it measured (`Measured.images`, file name -> PNG or JPEG bytes:
+`retrieval`'s examples): the harness writes the pictures into the run's folder, and they are
+published beside the record like the images training saved there; they are no part of the record.
+
 Each evaluator also declares the names of the metrics it reports (`metric_names(options)`, shell
 patterns where a name carries a task or a method), so that a spec's target naming a metric no
 evaluator of its tier reports is an error when the spec is loaded, not a target never met.

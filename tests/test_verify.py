@@ -279,6 +279,17 @@ def test_stale_record_is_a_warning_not_a_failure(work, monkeypatch):
     assert "1 stale" in report.summary()
 
 
+def test_a_record_staled_by_code_alone_is_pointed_to_recertify(work, monkeypatch):
+    """Stale by its source files: recertify may keep it; stale by a new spec version: only a re-run."""
+    opts, path, _ = work
+    monkeypatch.setattr("evals.status.current_source_hash", lambda module: "0" * 64)
+    (warning,) = verify([path], opts).records[0].warnings
+    assert "`repro recertify sac --tier smoke`" in warning.reason
+    monkeypatch.setattr(load_spec("sac"), "version", load_spec("sac").version + 1)
+    (warning,) = verify([path], opts).records[0].warnings
+    assert "recertify" not in warning.reason and warning.reason.endswith("re-run it to count")
+
+
 def test_cli_reports_one_line_per_failure_and_exits_non_zero(work, capsys):
     opts, path, _ = work
     path.write_text(path.read_text()[:100])

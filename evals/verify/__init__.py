@@ -24,7 +24,7 @@ from pathlib import Path
 from evals import paths
 from evals.record import Record, RecordError, load_record
 from evals.spec import SpecError, load_spec
-from evals.status import staleness, tier_status
+from evals.status import SOURCE_CHANGED, staleness, tier_status
 from evals.verify import checks
 from evals.verify.across import Known, check_across, index
 from evals.verify.plan import Plan, plan_reexecution
@@ -57,7 +57,7 @@ def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bo
     checks.check_times(rec, rep)
     why = staleness(rec, found[0]) if found else None
     if why:  # checks against today's spec and code do not apply to a record that predates them
-        rep.warn("stale", _stale_field(why), f"{why}: kept and shown, not counted; re-run it to count")
+        rep.warn("stale", _stale_field(why), f"{why}: kept and shown, not counted; {_remedy(rec, why)}")
     elif found:
         checks.check_config(rec, found[0], rep)
         checks.check_evaluations(rec, *found, rep)
@@ -68,6 +68,15 @@ def verify_record(path: Path, opts: VerifyOptions, known: list[Known], rerun: bo
     if found and rerun:
         _rerun(rec, *found, opts, rep, stale=bool(why), whole=whole)
     return rep
+
+
+def _remedy(rec: Record, why: str) -> str:
+    """What makes a stale record count again: a smoke or mini record staled by code alone may be
+    recertified (re-executed with today's code, kept where its numbers repeat); else a re-run."""
+    if why.startswith(SOURCE_CHANGED) and rec.tier in ("smoke", "mini"):
+        return (f"`repro recertify {rec.paper} --tier {rec.tier}` keeps it if today's code repeats its numbers "
+                "bit for bit; otherwise re-run it to count")
+    return "re-run it to count"
 
 
 def _rerun(rec: Record, spec, tier, opts: VerifyOptions, rep: RecordReport, stale: bool, whole: bool) -> None:

@@ -337,7 +337,8 @@ def results_sections(paper: Paper, view: TierView, plots: list[CurvePlot]) -> li
                 "of the mean, on the span every seed covers. Left: by training step; right: by wall-clock time.", ""]
         out += _figures(view.name, curves)
 
-    samples = [(r, img) for r in view.runs if any(r.record is c for c in st.records) for img in r.samples]
+    counted = sorted((r for r in view.runs if any(r.record is c for c in st.records)), key=lambda r: arm_order(view)(r.record))
+    samples = [(r, img) for r in counted for img in r.samples]  # the paper's method first, as the protocol boxes
     if samples or paper.spec.area == "generative":
         out += ["### Samples", ""]
         if not samples:
@@ -384,14 +385,20 @@ def _size(value) -> str:
     return f"{len(value)} items" if isinstance(value, (list, dict)) else f"{len(str(value)):,} characters"
 
 
+def arm_order(view: TierView):
+    """A sort key for a tier's records: the spec's arm order (by convention the paper's method
+    first), then the seed."""
+    order = list(view.tier.arms) if view.tier is not None else []
+    return lambda r: (order.index(r.arm) if r.arm in order else len(order), r.seed)
+
+
 def _protocols(view: TierView) -> dict[tuple[str, int, str], list[Record]]:
     """Each distinct recorded (evaluator, version, protocol), with the counted runs that used it. A
     long value (the sentences a run translated) is compared by its size only, so runs that differ
     only in what they produced share one box. Runs come in the spec's arm order, then by seed, so a
     long value's examples are the first arm's (by convention the paper's method), not an ablation's."""
-    order = list(view.tier.arms) if view.tier is not None else []
     out: dict[tuple[str, int, str], list[Record]] = {}
-    for r in sorted(view.status.records, key=lambda r: (order.index(r.arm) if r.arm in order else len(order), r.seed)):
+    for r in sorted(view.status.records, key=arm_order(view)):
         for e in r.evaluations:
             shape = {k: {"long": _size(v)} if _is_long(v) else v for k, v in e.protocol.items()}
             out.setdefault((e.evaluator, e.version, json.dumps(shape, sort_keys=True)), []).append(r)

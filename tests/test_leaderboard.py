@@ -473,6 +473,17 @@ def test_a_long_protocol_value_is_capped_and_left_out_of_search(tmp_path, spec):
     assert "baseline sentence" not in boxes[0]
 
 
+def test_sample_images_follow_the_specs_arm_order(tmp_path, spec):
+    for seed in (2, 1):
+        for arm in ("baseline", "ours"):  # on disk an ablation sorts first; the page shows the paper's method first
+            path = write_record(make_record(spec, "mini", arm, seed, -150.0 - seed), tmp_path)
+            path.with_suffix("").mkdir()
+            (path.with_suffix("") / "grid.png").write_bytes(b"\x89PNG fixture")
+    page = pages.paper_page(collect_paper(spec, tmp_path), {}, None)
+    shown = re.findall(r'src="[^"]*/demo-mini-(\w+)-s(\d)-[^"]*/grid\.png"', page)
+    assert shown == [("ours", "1"), ("ours", "2"), ("baseline", "1"), ("baseline", "2")]
+
+
 def test_every_string_from_a_record_or_spec_is_escaped(tmp_path):
     spec = demo_spec(base={"summary": f"A summary with {SCRIPT} and `code <b>`.",
                            "published": [{"metric": "return", "value": 5000, "where": f"Table 1 {SCRIPT}",

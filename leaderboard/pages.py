@@ -337,7 +337,8 @@ def results_sections(paper: Paper, view: TierView, plots: list[CurvePlot]) -> li
                 "of the mean, on the span every seed covers. Left: by training step; right: by wall-clock time.", ""]
         out += _figures(view.name, curves)
 
-    counted = sorted((r for r in view.runs if any(r.record is c for c in st.records)), key=lambda r: arm_order(view)(r.record))
+    rank = arm_order(view)
+    counted = sorted((r for r in view.runs if any(r.record is c for c in st.records)), key=lambda r: rank(r.record))
     samples = [(r, img) for r in counted for img in r.samples]  # the paper's method first, as the protocol boxes
     if samples or paper.spec.area == "generative":
         out += ["### Samples", ""]

@@ -60,9 +60,13 @@ class RetrievalOptions(BaseModel):
     shown: int = Field(5, ge=1, le=10)   # images drawn per query
 
 
-def derive(result: EvalResult) -> dict[str, float]:
+def recalls(samples: dict[str, list[float]]) -> dict[str, float]:
     """Each recall is the mean of its queries' hits (`<direction>_hit<k>`)."""
-    return {f"retrieval_{name.replace('_hit', '_r')}": sum(xs) / len(xs) for name, xs in result.samples.items()}
+    return {f"retrieval_{name.replace('_hit', '_r')}": sum(xs) / len(xs) for name, xs in samples.items()}
+
+
+def derive(result: EvalResult) -> dict[str, float]:
+    return recalls(result.samples)
 
 
 def tiny(options: RetrievalOptions) -> RetrievalOptions:
@@ -147,5 +151,4 @@ def retrieval(agent, config, options: RetrievalOptions) -> Measured:
         "examples": examples,
     }
     images = {PICTURE: _picture(data, order, queries, texts, caption_of, options.shown, rank["t2i"])} if queries else {}
-    return Measured(metrics={f"retrieval_{name.replace('_hit', '_r')}": sum(xs) / len(xs) for name, xs in samples.items()},
-                    samples=samples, protocol=protocol, images=images)
+    return Measured(metrics=recalls(samples), samples=samples, protocol=protocol, images=images)

@@ -151,3 +151,80 @@ def test_train_save_load_and_the_evaluator(tmp_path):
 
     for key in ("edge_f1", "edge_f1_base", "edge_f1_real"):  # exactly, as repro verify checks
         assert res.metrics[key] == statistics.fmean(res.samples[key]), key
+
+
+class _Curve:
+    """A quiet run that keeps what is logged."""
+
+    def __init__(self, folder, seed: int = 1):
+        from evals.contract import QuietRun
+
+        self._quiet = QuietRun(seed=seed, folder=folder)
+        self.seed, self.device, self.dir, self.logged = seed, self._quiet.device, folder, []
+
+    def log(self, step, **values):
+        self.logged.append((step, values))
+
+    def __getattr__(self, name):
+        return getattr(self._quiet, name)
+
+
+def test_trained_once_leaves_the_callers_random_state_and_replays_the_curve():
+    from reproductions.common import trained_once as once
+
+    calls = []
+
+    def train(log):
+        calls.append(1)
+        log(1, loss=float(torch.rand(())))
+        return {"w": torch.randn(3)}
+
+    key = ("test", object())  # a key no other test shares
+    torch.manual_seed(0)
+    expected_next = torch.rand(2)
+    torch.manual_seed(0)
+    first, second = [], []
+    a = once.trained_once(key, 7, torch.device("cpu"), train, lambda s, **v: first.append((s, v)))
+    assert torch.equal(torch.rand(2), expected_next)  # the caller's stream is untouched
+    b = once.trained_once(key, 7, torch.device("cpu"), train, lambda s, **v: second.append((s, v)))
+    assert calls == [1] and torch.equal(a["w"], b["w"]) and first == second and len(first) == 1
+    with torch.random.fork_rng():
+        torch.manual_seed(7)  # trained in a state seeded by the seed alone
+        assert first[0][1]["loss"] == float(torch.rand(()))
+    b["w"].zero_()  # a caller's copy is its own
+    assert not torch.equal(once.trained_once(key, 7, torch.device("cpu"), train, lambda s, **v: None)["w"], b["w"])
+
+
+def test_an_arm_after_another_of_its_seed_equals_the_arm_alone(tmp_path, monkeypatch):
+    """The base is shared through the cache: `lite` run after `full` in one process gives the bits
+    and the curve that `lite` gives alone (as `repro verify` re-executes it)."""
+    import dataclasses
+
+    from evals.config import resolve
+    from evals.spec import load_spec
+    from reproductions.common import trained_once as once
+    from reproductions.controlnet import controlnet as cn
+
+    cfg = resolve(load_spec("controlnet"), "smoke", "lite", 1).config
+    trainings = []
+    real_train = cn.ldm.train
+    monkeypatch.setattr(cn.ldm, "train", lambda *a: trainings.append(1) or real_train(*a))
+    once._CACHE.clear()
+    torch.manual_seed(1)
+    alone_run = _Curve(tmp_path / "alone")
+    (tmp_path / "alone").mkdir()
+    alone = cn.train(cfg, alone_run).state_dict()
+    once._CACHE.clear()
+    torch.manual_seed(1)
+    (tmp_path / "full").mkdir()
+    cn.train(dataclasses.replace(cfg, variant="full"), _Curve(tmp_path / "full"))
+    torch.manual_seed(1)
+    after_run = _Curve(tmp_path / "after")
+    (tmp_path / "after").mkdir()
+    after = cn.train(cfg, after_run).state_dict()
+    assert len(trainings) == 2  # alone, then full; lite after full took full's base
+    assert after_run.logged == alone_run.logged and alone_run.logged
+    assert alone.keys() == after.keys()
+    for k in alone:
+        assert torch.equal(alone[k], after[k]), k
+    once._CACHE.clear()

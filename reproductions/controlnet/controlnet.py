@@ -1,13 +1,13 @@
 """ControlNet (arXiv 2302.05543) on the latent diffusion model of reproductions.ldm: the paper module
-the harness loads. Training: the base LDM first (reproductions.ldm.train, through the same run),
-then, with the base locked, the control branch of `control.py` on (image, condition) pairs, the
+the harness loads. Training: the base LDM first (reproductions.ldm.train, through the same run;
+trained once per seed and process and shared by the arms that follow, `trained_once`), then, with the base locked, the control branch of `control.py` on (image, condition) pairs, the
 condition the image's Canny edge map (OpenCV) and the class label dropped to the null class half
 of the time (the paper replaces 50% of the text prompts with empty strings, Section 3.3), with
 L_simple of the base's process (the paper's eq. (5))."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from evals.contract import SafetensorsModule
 from evals.tasks.edges import canny_edges
 from evals.tasks.image_loaders import image_dataset
+from reproductions.common.trained_once import Log, trained_once
 from reproductions.controlnet.control import ControlNet
 from reproductions.ddpm.ddpm import save_grid, to_unit
 from reproductions.ldm import ldm
@@ -66,10 +67,33 @@ def build(cfg: Config) -> ControlledLDM:
     return ControlledLDM(cfg)
 
 
+class _LogTo:
+    """The run, its `log` replaced (the base's curve goes through `trained_once`)."""
+
+    def __init__(self, run, log: Log):
+        self._run, self.log = run, log
+
+    def __getattr__(self, name: str):
+        return getattr(self._run, name)
+
+
+def trained_base(cfg: Config, run) -> ldm.LDM:
+    """The locked base: `ldm.train` on the base's fields of the config. Every arm of a seed has
+    the same base, so the first arm of a process trains it and the others take its weights and
+    curve (bit-identical to training it again: the base trains in a random state of its own)."""
+    base_fields = repr([(f.name, getattr(cfg, f.name)) for f in fields(ldm.Config)])
+    state = trained_once(("controlnet-base", base_fields), run.seed, run.device,
+                         lambda log: ldm.train(cfg, _LogTo(run, log)).state_dict(), run.log)
+    with torch.random.fork_rng(devices=[run.device.index or 0] if run.device.type == "cuda" else []):
+        base = ldm.build(cfg)
+    base.load_state_dict(state)
+    return base.to(run.device).eval()
+
+
 def train(cfg: Config, run) -> ControlledLDM:
     if cfg.steps < 1:
         raise ValueError("controlnet: the base LDM needs a fixed number of steps (steps > 0)")
-    base = ldm.train(cfg, run).to(run.device)
+    base = trained_base(cfg, run)
     model = ControlledLDM(cfg, base).to(run.device)
     net = model.control
     gen = torch.Generator(device=run.device).manual_seed(run.seed + 10_000)

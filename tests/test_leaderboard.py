@@ -277,7 +277,7 @@ def test_a_superseded_target_is_shown_with_its_result_and_reason_and_counts_for_
 def test_arm_groups_share_axes_by_config_or_target():
     sac = next(s for s in all_specs() if s.id == "sac")
     groups = sorted(sorted(g) for g in arm_groups(sac.tiers["mini"]))
-    assert groups == [["fixed_idp", "ours_idp", "td3_idp"], ["ours"]]
+    assert groups == [["fixed_hopper", "ours_hopper", "sb3_hopper", "td3_hopper"], ["ours"]]
     # different configs, but compared by a target: one figure
     assert arm_groups(demo_spec().tiers["mini"]) == [["ours", "baseline"]]
 

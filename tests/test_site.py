@@ -39,14 +39,15 @@ WIDTHS = (1400, 390)   # a desktop and a phone
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The site built from fixture records: SAC's mini tier reproduced (3 seeds, all four arms), one
+    """The site built from fixture records: SAC's mini tier reproduced (3 seeds, all five arms), one
     record's hardware a string with a script in it, every evaluation with 500 outputs."""
     root = tmp_path_factory.mktemp("site")
     sac = load_spec("sac")
     values = {("ours", s): v for s, v in ((1, -150.0), (2, -160.0), (3, -140.0))}
-    values |= {("ours_idp", s): v for s, v in ((1, 9000.0), (2, 9100.0), (3, 8900.0))}
-    values |= {("fixed_idp", s): v for s, v in ((1, 8000.0), (2, 8200.0), (3, 7800.0))}
-    values |= {("td3_idp", s): v for s, v in ((1, 7000.0), (2, 7300.0), (3, 6900.0))}
+    values |= {("ours_hopper", s): v for s, v in ((1, 900.0), (2, 910.0), (3, 890.0))}
+    values |= {("fixed_hopper", s): v for s, v in ((1, 800.0), (2, 820.0), (3, 780.0))}
+    values |= {("td3_hopper", s): v for s, v in ((1, 700.0), (2, 730.0), (3, 690.0))}
+    values |= {("sb3_hopper", s): v for s, v in ((1, 880.0), (2, 900.0), (3, 870.0))}
     outputs = {"outputs": [f"output {i}" for i in range(500)]}
     write_records(root / "results", sac, "mini", values, protocol=outputs,
                   hardware={"cpu": f"Fixture CPU {SCRIPT}", "cpu_count": 2})
@@ -172,7 +173,7 @@ def test_site_in_a_real_browser(server, tmp_path):
         # no mini number in the paper's setting: SAC's mini claim is in its claim, the published
         # number stands alone until a full-tier run counts
         claim = _cells(page, "claim")["sac"]
-        assert "difference 1,800 [1,720, 1,880]" in claim and "✓" in claim
+        assert "difference 180 [172, 188]" in claim and "✓" in claim
         assert set(_cells(page, "ours, full tier").values()) == {""} and set(_cells(page, "gap").values()) == {""}
         assert "-150" not in _cells(page, "paper's setting")["sac"]
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from evals.contract import QuietRun
 from reproductions.controlnet.control import ControlNet, canny_edges, skip_shapes
 from reproductions.ddpm.unet import UNet, timestep_embedding
 from reproductions.ldm.ldm import ClassConditionalUNet
@@ -153,20 +154,15 @@ def test_train_save_load_and_the_evaluator(tmp_path):
         assert res.metrics[key] == statistics.fmean(res.samples[key]), key
 
 
-class _Curve:
+class _Curve(QuietRun):
     """A quiet run that keeps what is logged."""
 
-    def __init__(self, folder, seed: int = 1):
-        from evals.contract import QuietRun
-
-        self._quiet = QuietRun(seed=seed, folder=folder)
-        self.seed, self.device, self.dir, self.logged = seed, self._quiet.device, folder, []
+    def __init__(self, folder):
+        super().__init__(folder=folder)
+        self.logged = []
 
     def log(self, step, **values):
         self.logged.append((step, values))
-
-    def __getattr__(self, name):
-        return getattr(self._quiet, name)
 
 
 def test_trained_once_leaves_the_callers_random_state_and_replays_the_curve():

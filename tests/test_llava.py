@@ -14,6 +14,7 @@ from evals.record import EvalResult
 from evals.tasks import visual_qa as vqa
 from evals.tasks.captioned_shapes import COLOURS, SHAPES
 from evals.tasks.images import COLOURS as RGB
+from reproductions.common import trained_once as once
 from reproductions.llava import llava as L
 
 IMG = vqa.WORD_ID[vqa.IMAGE]
@@ -255,14 +256,14 @@ def test_evaluator_scores_exact_answers_and_derives():
 
 def test_train_shares_pretrained_parts_and_a_cached_run_equals_a_fresh_one(tmp_path):
     """As the harness does, torch is seeded with the run's seed before each `train`."""
-    L._SHARED.clear()
+    once._CACHE.clear()
     torch.manual_seed(3)
     b = L.train(dataclasses.replace(TINY, stage1=False), QuietRun(3, folder=tmp_path))   # fills the cache
-    assert len(L._SHARED) == 2
+    assert len(once._CACHE) == 2
     torch.manual_seed(3)
     a = L.train(TINY, QuietRun(3, folder=tmp_path))                                      # the CLIP tower and the LM from the cache
-    assert len(L._SHARED) == 2 and torch.equal(a.vision.pos_embed, b.vision.pos_embed)
-    L._SHARED.clear()
+    assert len(once._CACHE) == 2 and torch.equal(a.vision.pos_embed, b.vision.pos_embed)
+    once._CACHE.clear()
     torch.manual_seed(3)
     c = L.train(TINY, QuietRun(3, folder=tmp_path))                                      # afresh: the same bits
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))

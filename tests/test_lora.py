@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from evals.contract import QuietRun
 from evals.tasks import code_corpus, code_domains
+from reproductions.common import trained_once as once
 from reproductions.lora import finetune, lora, peft_baseline
 from reproductions.transformer.gpt import GPT, GPTConfig
 from reproductions.transformer.gpt2_weights import load_gpt2
@@ -149,11 +150,11 @@ def test_pretraining_cache_is_bit_identical_and_leaves_the_rng_alone():
     logs_a, logs_b = [], []
     torch.manual_seed(5)
     expected_rng = torch.get_rng_state()
-    finetune._PRETRAINED.clear()
+    once._CACHE.clear()
     a = finetune.pretrained(cfg, 7, torch.device("cpu"), lambda step, **v: logs_a.append((step, v)))
     assert torch.equal(torch.get_rng_state(), expected_rng)
     b = finetune.pretrained(cfg, 7, torch.device("cpu"), lambda step, **v: logs_b.append((step, v)))  # cached
-    finetune._PRETRAINED.clear()
+    once._CACHE.clear()
     c = finetune.pretrained(cfg, 7, torch.device("cpu"), lambda step, **v: None)  # afresh
     assert logs_a == logs_b and logs_a
     for k in a:
@@ -184,7 +185,7 @@ def test_train_save_load_and_merge_evaluator(module, tmp_path):
 
 def test_peft_and_ours_train_alike_from_the_same_start():
     """Both arms start from the same pre-trained weights and, with B = 0, from the same function."""
-    finetune._PRETRAINED.clear()
+    once._CACHE.clear()
     ours = finetune.train(dataclasses.replace(TINY, ft_steps=0), QuietRun(1))
     theirs = peft_baseline.train(dataclasses.replace(TINY, ft_steps=0), QuietRun(1))
     x = torch.randint(256, (2, 32))

@@ -37,10 +37,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from evals.contract import RunContext, SafetensorsModule
+from evals.contract import RunContext
 from evals.tasks import reviews
+from reproductions.common.tied_head import TiedHeadModule
 from reproductions.ppo.ppo import clipped_surrogate, gae, probability_ratio
 from reproductions.rlhf.rlhf import preference_loss
 from reproductions.transformer.gpt import GPT, GPTConfig
@@ -194,7 +194,7 @@ def point_names(cfg: Config) -> list[tuple[str, str]]:
 COMPUTE_KEYS = ("dpo_flops", "ppo_flops", "dpo_cpu_seconds", "ppo_cpu_seconds")
 
 
-class FrontierAgent(SafetensorsModule):
+class FrontierAgent(TiedHeadModule):
     """pi_ref (the SFT model) and every checkpoint of both methods: the `PolicyFamily` capability."""
 
     def __init__(self, cfg: Config):
@@ -224,17 +224,6 @@ class FrontierAgent(SafetensorsModule):
     def num_parameters(self) -> int:
         return self.reference.num_parameters()
 
-    def save(self, path) -> None:
-        state = {k: v for k, v in self.state_dict().items() if not k.endswith("lm_head.weight")}  # tied to wte
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
-
-    def load(self, path) -> "FrontierAgent":
-        result = self.load_state_dict(load_file(str(path)), strict=False)
-        missing = {k for k in result.missing_keys if not k.endswith("lm_head.weight")}
-        if missing or result.unexpected_keys:
-            raise KeyError(f"{path}: not this agent's checkpoint (missing {sorted(missing)[:5]}, "
-                           f"unexpected {sorted(result.unexpected_keys)[:5]})")
-        return self
 
 
 def build(cfg: Config) -> FrontierAgent:

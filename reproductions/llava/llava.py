@@ -33,9 +33,10 @@ LLaVA-Bench's relative score is taken); `stage1: false` skips stage 1 (the paper
 Section 5.2 'training from scratch').
 
 Pre-trained components depend on the seed and their own config fields only, so they are trained
-once per seed and process and shared by every arm run there (`shared`): each is trained inside a
-random state of its own (`torch.random.fork_rng`), so an arm gives the same numbers whether they
-come from the cache or are trained afresh (what a lone re-execution does).
+once per seed and process and shared by every arm run there (`shared`, through
+`reproductions/common/trained_once.py`): each is trained inside a random state of its own, so an
+arm gives the same numbers whether they come from the cache or are trained afresh (what a lone
+re-execution does).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from pydantic import Field
 from evals.contract import QuietRun, SafetensorsModule
 from evals.tasks import visual_qa as vqa
 from reproductions.clip import clip
+from reproductions.common.trained_once import trained_once
 from reproductions.transformer.gpt import GPT, GPTConfig
 from reproductions.vit.classify import learning_rate
 
@@ -269,30 +271,15 @@ VISION_FIELDS = ("image_size", "patch_size", "vision_width", "vision_layers", "v
                  "clip_batch_size", "clip_lr", "clip_warmup_steps")
 LM_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "lm_n_docs", "lm_steps", "lm_batch_size", "lm_lr",
              "lm_warmup_steps")
-_SHARED: dict[tuple, tuple[dict[str, torch.Tensor], list[tuple[int, dict[str, float]]]]] = {}
 
 
 def shared(kind: str, fields: tuple[str, ...], cfg: Config, seed: int, device: torch.device,
            make: Callable[[Config, int, torch.device, Callable[..., None]], dict[str, torch.Tensor]],
            log: Callable[..., None]) -> dict[str, torch.Tensor]:
-    """`make`'s weights, made in a random state of their own seeded by `seed` and cached by
-    (kind, fields, seed, device); the curve it logged is replayed on a cache hit."""
-    key = (kind, tuple(getattr(cfg, f) for f in fields), seed, str(device))
-    if key not in _SHARED:
-        forked = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=forked):
-            torch.manual_seed(seed)
-            curve: list[tuple[int, dict[str, float]]] = []
-
-            def record(step: int, **values: float) -> None:
-                curve.append((step, values))
-
-            state = make(cfg, seed, device, record)
-        _SHARED[key] = ({k: v.detach().clone() for k, v in state.items()}, curve)
-    state, curve = _SHARED[key]
-    for step, values in curve:
-        log(step, **values)
-    return {k: v.clone() for k, v in state.items()}
+    """`make`'s weights, trained once per (kind, `fields`' values, seed, device) in a random state
+    of their own (`trained_once`); the curve it logged is replayed on a cache hit."""
+    key = ("llava", kind, tuple(getattr(cfg, f) for f in fields))
+    return trained_once(key, seed, device, lambda record: make(cfg, seed, device, record), log)
 
 
 class _Logged(QuietRun):

@@ -9,9 +9,10 @@ is `reproductions/transformer` (built by its `lm.build`, pre-trained with its Ad
 cosine schedule); LoRA replaces its `w_q` and `w_v` projections after pre-training (§4.2).
 
 Pre-training depends on the seed and the pre-training fields of the config alone, so it is done
-once per seed and process and reused by every arm run there (`pretrained`): it runs inside its
-own random state (`torch.random.fork_rng`), so an arm gives the same numbers whether the
-pre-trained weights come from the cache or are trained afresh (what a lone re-execution does).
+once per seed and process and reused by every arm run there (`pretrained`, through
+`reproductions/common/trained_once.py`): it runs inside its own random state, so an arm gives
+the same numbers whether the pre-trained weights come from the cache or are trained afresh (what a
+lone re-execution does).
 Its curve is logged by every arm (steps 1..steps); fine-tuning is logged at steps after it.
 """
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from evals.tasks import code_corpus, code_domains
+from reproductions.common.trained_once import trained_once
 from reproductions.common.training import restore, snapshot
 from reproductions.lora import lora
 from reproductions.transformer import lm
@@ -120,31 +122,15 @@ def build(cfg: Config, adapt: Adapt = adapt_ours, model_class: type[FineTunedLM]
 PRETRAIN_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "ffn_hidden", "dropout", "position", "attention",
                    "tokenizer", "bpe_vocab_size", "val_percent", "steps", "batch_size", "lr", "min_lr",
                    "warmup_steps", "weight_decay", "beta2", "grad_clip", "log_every", "pretrain_domain")
-_PRETRAINED: dict[tuple, tuple[dict[str, torch.Tensor], list[tuple[int, dict[str, float]]]]] = {}
 
 
 def pretrained(cfg: Config, seed: int, device: torch.device, log: Callable[..., None]) -> dict[str, torch.Tensor]:
     """The GPT's weights after `cfg.steps` steps on the pre-training part (lm's AdamW and
-    schedule), its curve passed to `log(step, **values)`; trained in a random state of its own
-    seeded by `seed`, so the caller's is untouched and a cached result is the same bits."""
-    key = (tuple(getattr(cfg, f) for f in PRETRAIN_FIELDS), seed, str(device))
-    if key not in _PRETRAINED:
-        forked = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=forked):
-            torch.manual_seed(seed)
-            curve: list[tuple[int, dict[str, float]]] = []
-
-            def record(step: int, **values: float) -> None:
-                curve.append((step, values))
-                log(step, **values)
-
-            state = _pretrain(cfg, seed, device, record)
-        _PRETRAINED[key] = (state, curve)
-        return {k: v.clone() for k, v in state.items()}
-    state, curve = _PRETRAINED[key]
-    for step, values in curve:
-        log(step, **values)
-    return {k: v.clone() for k, v in state.items()}
+    schedule), its curve passed to `log(step, **values)`; trained once per (pre-training fields,
+    seed, device) in a random state of its own (`trained_once`), so the caller's is untouched and
+    a cached result is the same bits."""
+    key = ("lora pretrain", tuple(getattr(cfg, f) for f in PRETRAIN_FIELDS))
+    return trained_once(key, seed, device, lambda record: _pretrain(cfg, seed, device, record), log)
 
 
 def _pretrain(cfg: Config, seed: int, device: torch.device, log: Callable[..., None]) -> dict[str, torch.Tensor]:

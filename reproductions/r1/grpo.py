@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from evals.contract import RunContext, SafetensorsModule
+from evals.contract import RunContext
 from evals.tasks import arithmetic
+from reproductions.common.tied_head import TiedHeadModule
 from reproductions.common.training import restore, snapshot
 from reproductions.transformer.gpt import GPT, GPTConfig
 
@@ -44,8 +44,8 @@ IGNORE = -100
 
 
 @dataclass
-class Config:
-    """The mini tier by default."""
+class ColdStartConfig:
+    """The task, the model and the supervised cold start: what s1 (`reproductions/s1`) builds on."""
 
     # the task (evals/tasks/arithmetic.py)
     min_operands: int = 3
@@ -65,6 +65,12 @@ class Config:
     warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+
+
+@dataclass
+class Config(ColdStartConfig):
+    """The mini tier by default."""
+
     # phase 2: GRPO, or the supervised control for the same steps and sequences per step
     method: str = "grpo"              # grpo | sft
     rl_steps: int = 200
@@ -220,7 +226,7 @@ class Solver:
         return None
 
 
-class R1Agent(SafetensorsModule):
+class R1Agent(TiedHeadModule):
     """The trained policy and the checkpoint it started from (pi_ref): scored side by side."""
 
     def __init__(self, cfg: Config):
@@ -238,17 +244,6 @@ class R1Agent(SafetensorsModule):
     def num_parameters(self) -> int:
         return self.policy.num_parameters()
 
-    def save(self, path) -> None:
-        state = {k: v for k, v in self.state_dict().items() if not k.endswith("lm_head.weight")}  # tied to wte
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
-
-    def load(self, path) -> "R1Agent":
-        result = self.load_state_dict(load_file(str(path)), strict=False)
-        missing = {k for k in result.missing_keys if not k.endswith("lm_head.weight")}
-        if missing or result.unexpected_keys:
-            raise KeyError(f"{path}: not this agent's checkpoint (missing {sorted(missing)[:5]}, "
-                           f"unexpected {sorted(result.unexpected_keys)[:5]})")
-        return self
 
 
 def build(cfg: Config) -> R1Agent:

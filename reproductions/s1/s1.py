@@ -24,14 +24,14 @@ same GPT on a fixed set of 1,000 worked traces, curated or random, for the same 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from evals.contract import RunContext, SafetensorsModule
+from evals.contract import RunContext
 from evals.tasks import arithmetic
+from reproductions.common.tied_head import TiedHeadModule
 from reproductions.common.training import restore, snapshot
 from reproductions.r1 import grpo as r1
 from reproductions.s1.forcing import forced_sample
@@ -41,28 +41,14 @@ IGNORE = -100
 
 
 @dataclass
-class Config:
-    """The mini tier by default."""
+class Config(r1.ColdStartConfig):
+    """The mini tier by default: R1's task, model and cold start (`r1.ColdStartConfig`, its
+    defaults but the two below), then s1's own settings."""
 
-    # the task (R1's: evals/tasks/arithmetic.py), the held-out distribution the evaluators draw from
-    min_operands: int = 3
-    max_operands: int = 6
-    max_operand: int = 9
-    max_group: int = 3                # a worked trace's step adds 1..max_group operands at once
-    # the model: R1's GPT, character-level
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
     max_new_tokens: int = 96          # room for a 64-token thinking cap, the tags and the answer
+    sft_steps: int = 1000
     # training: method r1_sft (R1's cold start on fresh problems) or s1k (a fixed set of traces)
     method: str = "r1_sft"            # r1_sft | s1k
-    sft_steps: int = 1000
-    sft_batch: int = 32
-    sft_lr: float = 1e-3
-    sft_min_lr: float = 1e-4
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
     # s1K (method s1k): the pool, its noise, and the selection
     selection: str = "curated"        # curated (quality, difficulty, diversity) | random (quality only)
     set_size: int = 1000              # the paper's 1,000
@@ -79,17 +65,14 @@ class Config:
 
 
 def r1_config(cfg: Config) -> r1.Config:
-    """R1's config for the same task and model; its supervised phase only (no GRPO)."""
-    return r1.Config(min_operands=cfg.min_operands, max_operands=cfg.max_operands, max_operand=cfg.max_operand,
-                     max_group=cfg.max_group, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                     max_new_tokens=cfg.max_new_tokens, sft_steps=cfg.sft_steps, sft_batch=cfg.sft_batch,
-                     sft_lr=cfg.sft_lr, sft_min_lr=cfg.sft_min_lr, warmup_steps=cfg.warmup_steps,
-                     weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, method="sft", rl_steps=0,
-                     log_every=cfg.log_every, eval_every=cfg.eval_every, eval_problems=cfg.eval_problems)
+    """R1's config for the same task, model and cold start; its supervised phase only (no GRPO)."""
+    cold_start = {f.name: getattr(cfg, f.name) for f in fields(r1.ColdStartConfig)}
+    return r1.Config(**cold_start, method="sft", rl_steps=0, log_every=cfg.log_every, eval_every=cfg.eval_every,
+                     eval_problems=cfg.eval_problems)
 
 
 # -- the agent ---------------------------------------------------------------------------------
-class S1Agent(SafetensorsModule):
+class S1Agent(TiedHeadModule):
     """R1's GPT with budget forcing at decode time (the `Reasoner` and `BudgetForcedReasoner`
     capabilities, evals/contract.py)."""
 
@@ -122,17 +105,6 @@ class S1Agent(SafetensorsModule):
         self.gpt.train(was_training)
         return r1.texts_of(out)
 
-    def save(self, path) -> None:
-        state = {k: v for k, v in self.state_dict().items() if not k.endswith("lm_head.weight")}  # tied to wte
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
-
-    def load(self, path) -> "S1Agent":
-        result = self.load_state_dict(load_file(str(path)), strict=False)
-        missing = {k for k in result.missing_keys if not k.endswith("lm_head.weight")}
-        if missing or result.unexpected_keys:
-            raise KeyError(f"{path}: not this agent's checkpoint (missing {sorted(missing)[:5]}, "
-                           f"unexpected {sorted(result.unexpected_keys)[:5]})")
-        return self
 
 
 def build(cfg: Config) -> S1Agent:

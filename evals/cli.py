@@ -230,7 +230,11 @@ def cmd_evaluate(args) -> None:
     spec = load_spec(info["paper"])
     resolved = resolve(spec, info["tier"], info["arm"], info["seed"], info["config"])
     module = paper_module(resolved.module)
-    agent = module.build(resolved.config).load(ckpt)
+    try:
+        agent = module.build(resolved.config).load(ckpt)
+    except (KeyError, RuntimeError, ValueError) as e:  # a file that does not fit the run's model
+        raise CheckpointError(f"{ckpt}: does not load into {resolved.module} ({info['arm']}, seed {info['seed']}): "
+                              f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
     results = evaluate_agent(agent, resolved.config, evaluators_for(info["paper"], info["tier"]))
     if args.json:
         print(json.dumps([r.model_dump() for r in results], indent=1))

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import torch
 import pytest
+from safetensors.torch import save_file
 
 from evals import cli
 from evals.config import resolve
@@ -99,6 +100,15 @@ def test_evaluate_a_saved_run_reproduces_its_metrics(run_opts, capsys):
     assert cli.main(["evaluate", str(run_dir), "--json"]) == 0
     fresh = json.loads(capsys.readouterr().out)
     assert fresh[0]["metrics"]["return"] == pytest.approx(rec.metrics["return"])
+
+
+def test_evaluate_names_a_checkpoint_that_does_not_fit_the_run(run_opts, capsys):
+    path = run_one(smoke(arm="sb3"), run_opts)
+    run_dir = run_opts.runs / "sac" / "smoke" / load_record(path).run_id
+    save_file({"not.a.weight": torch.zeros(3)}, str(run_dir / "final.safetensors"))     # another model's tensors
+    assert cli.main(["evaluate", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "final.safetensors: does not load into" in err and "seed 1" in err
 
 
 def test_dry_run_names_missing_requirements(capsys):

@@ -225,7 +225,6 @@ class FrontierAgent(TiedHeadModule):
         return self.reference.num_parameters()
 
 
-
 def build(cfg: Config) -> FrontierAgent:
     if not cfg.dpo_betas or not cfg.ppo_kl_coefs:
         raise ValueError("config: dpo_betas and ppo_kl_coefs each need at least one value")

@@ -245,7 +245,6 @@ class R1Agent(TiedHeadModule):
         return self.policy.num_parameters()
 
 
-
 def build(cfg: Config) -> R1Agent:
     if cfg.method not in ("grpo", "sft"):
         raise ValueError(f"config field 'method': {cfg.method!r} is not one of ['grpo', 'sft']")

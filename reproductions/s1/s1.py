@@ -106,7 +106,6 @@ class S1Agent(TiedHeadModule):
         return r1.texts_of(out)
 
 
-
 def build(cfg: Config) -> S1Agent:
     if cfg.method not in ("r1_sft", "s1k"):
         raise ValueError(f"config field 'method': {cfg.method!r} is not one of ['r1_sft', 's1k']")

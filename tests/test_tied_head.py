@@ -1,5 +1,7 @@
 """reproductions/common/tied_head.py: the checkpoints of R1, s1 and DPO's agents."""
 
+import dataclasses
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,7 +15,7 @@ TINY = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8)
 class _Pair(TiedHeadModule):
     def __init__(self, n_embd: int = 8):
         super().__init__()
-        cfg = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=n_embd)
+        cfg = dataclasses.replace(TINY, n_embd=n_embd)
         self.policy, self.reference = GPT(cfg), GPT(cfg)
 
 

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 
-from evals.checkpoint import CheckpointError, sha256_file
+from evals.checkpoint import CheckpointError, load_agent, sha256_file
 from evals.config import paper_module, parse_overrides, parse_seeds, resolve
 from evals import paths
 from evals.record import RecordError, load_record, read_records
@@ -229,12 +229,8 @@ def cmd_evaluate(args) -> None:
     info, ckpt = _locate_run(Path(args.run))
     spec = load_spec(info["paper"])
     resolved = resolve(spec, info["tier"], info["arm"], info["seed"], info["config"])
-    module = paper_module(resolved.module)
-    try:
-        agent = module.build(resolved.config).load(ckpt)
-    except (KeyError, RuntimeError, ValueError) as e:  # a file that does not fit the run's model
-        raise CheckpointError(f"{ckpt}: does not load into {resolved.module} ({info['arm']}, seed {info['seed']}): "
-                              f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+    agent = load_agent(paper_module(resolved.module), resolved.config, ckpt,
+                       f"{resolved.module} ({info['arm']}, seed {info['seed']})")
     results = evaluate_agent(agent, resolved.config, evaluators_for(info["paper"], info["tier"]))
     if args.json:
         print(json.dumps([r.model_dump() for r in results], indent=1))

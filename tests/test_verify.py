@@ -30,7 +30,8 @@ from evals.verify import VerifyOptions, verify
 from evals.verify.checks import MAX_RECORD_BYTES
 from evals.verify.repo import changed_records, rotating_sample
 from evals.verify.report import RecordReport, shown
-from evals.verify.rerun import compare_curves, mean_difference_ci, safetensors_problem
+from evals.checkpoint import safetensors_problem
+from evals.verify.rerun import compare_curves, mean_difference_ci
 from tests.factories import make_record, sac_floor_spec
 
 

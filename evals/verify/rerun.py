@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import math
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evals.checkpoint import sha256_file
+from evals.checkpoint import CheckpointError, load_agent, safetensors_problem, sha256_file
 from evals.config import paper_module, resolve
 from evals.evaluators import EvaluatorSpec, derived_metrics, resolve_evaluator
 from evals.record import EvalResult, Record, load_record
@@ -45,7 +44,6 @@ from evals.verify.report import RecordReport
 
 N_BOOTSTRAP = 10_000
 N_DERIVED_BOOTSTRAP = 1_000  # each resample runs the evaluator's derive
-MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
 @contextlib.contextmanager
@@ -175,40 +173,6 @@ def reexecute(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Rec
 
 
 # -- re-evaluation --------------------------------------------------------------------------
-def safetensors_problem(path: Path) -> str | None:
-    """Why `path` is not a safetensors file (None when it is), read as bytes: nothing is loaded."""
-    if path.suffix != ".safetensors":
-        return (f"{path.name}: only .safetensors checkpoints are loaded, not {path.suffix or 'a file without suffix'} "
-                "(pickle-based formats run code when loaded)")
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if head[:1] == b"\x80":
-            return f"{path.name} is a Python pickle (protocol {head[1] if len(head) > 1 else '?'}): never unpickled"
-        if head[:2] == b"PK":
-            return f"{path.name} is a zip archive (torch.save's format, a pickle inside): never loaded"
-        size = path.stat().st_size
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 0 < n <= min(MAX_HEADER, size - 8):
-            return f"{path.name} is not safetensors: its first 8 bytes give no header length that fits the file"
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return f"{path.name} is not safetensors: its header is not JSON"
-        except RecursionError:
-            return f"{path.name} is not safetensors: its header is nested too deeply"
-    if not isinstance(header, dict):
-        return f"{path.name} is not safetensors: its header is not a JSON object"
-    end = size - 8 - n
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = t.get("data_offsets") if isinstance(t, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
-                and 0 <= offsets[0] <= offsets[1] <= end):
-            return f"{path.name} is not safetensors: tensor {name!r} lies outside the file"
-    return None
-
-
 def find_checkpoint(rec: Record, opts: VerifyOptions) -> tuple[Path | None, list[Path]]:
     """The record's checkpoint: its provenance.checkpoint_path inside the repository, else
     <sha256>.safetensors in the checkpoint cache; neither reached through a link that leads out
@@ -318,10 +282,9 @@ def reevaluate(rec: Record, spec: Spec, tier: Tier, opts: VerifyOptions, rep: Re
     t0 = time.perf_counter()
     resolved = resolve(spec, rec.tier, rec.arm, rec.seed)
     try:
-        agent = paper_module(resolved.module).build(resolved.config).load(ckpt)
-    except Exception as e:  # noqa: BLE001 - a checkpoint that does not fit the model is this record's failure
-        rep.fail("re-evaluation", "provenance.checkpoint_sha256", f"{ckpt} does not load into {resolved.module}: "
-                                                                  f"{type(e).__name__}: {e}")
+        agent = load_agent(paper_module(resolved.module), resolved.config, ckpt, resolved.module)
+    except CheckpointError as e:  # a checkpoint that does not fit the model is this record's failure
+        rep.fail("re-evaluation", "provenance.checkpoint_sha256", str(e))
         return
     try:
         fresh = evaluate_agent(agent, resolved.config, budgeted(spec, tier, opts.eval_episodes))
